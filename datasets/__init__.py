@@ -1,0 +1,1 @@
+"""Everything about data, none of it about training: skeletons, datasets, transforms, codec, metrics."""

@@ -1,0 +1,54 @@
+"""Pose metrics: OKS AP/AR through pycocotools, and PCKh (written by hand: no maintained library ships it)."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+COCO_STAT_NAMES = ("AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AR75", "AR_M", "AR_L")
+
+
+def oks_ap(gt: COCO, results: list[dict], sigmas: np.ndarray) -> dict[str, float]:
+    """COCO keypoint AP/AR of `results` (COCO results format) against `gt`, exactly as COCOeval computes them."""
+    if not results:
+        return {name: 0.0 for name in COCO_STAT_NAMES}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+        evaluator = COCOeval(gt, dt, iouType="keypoints")
+        evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(value) for name, value in zip(COCO_STAT_NAMES, evaluator.stats)}
+
+
+def load_coco(path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def head_size(head_boxes_xyxy: np.ndarray) -> np.ndarray:
+    """MPII's normaliser: 0.6 x the head box diagonal (SC_BIAS in the official evaluation)."""
+    boxes = np.asarray(head_boxes_xyxy, dtype=np.float64)
+    return 0.6 * np.linalg.norm(boxes[:, 2:4] - boxes[:, 0:2], axis=1)
+
+
+def pckh(
+    pred: np.ndarray, gt: np.ndarray, labelled: np.ndarray, head_boxes_xyxy: np.ndarray, threshold: float = 0.5
+) -> dict[str, np.ndarray | float]:
+    """PCKh: a joint is correct when its error is within threshold x head size.
+
+    pred, gt (N, K, 2); labelled (N, K) bool. Returns per-joint percentages and the joint-count weighted mean,
+    both over labelled joints only.
+    """
+    err = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1)
+    scaled = err / head_size(head_boxes_xyxy)[:, None]
+    labelled = np.asarray(labelled, bool)
+    hits = (scaled <= threshold) & labelled
+    counts = labelled.sum(axis=0)
+    per_joint = 100.0 * hits.sum(axis=0) / np.maximum(counts, 1)
+    mean = 100.0 * hits.sum() / max(labelled.sum(), 1)
+    return {"per_joint": per_joint, "mean": float(mean), "count": counts}

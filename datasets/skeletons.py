@@ -1,0 +1,63 @@
+"""Per-dataset keypoint vocabularies: names, flip pairs, limb joints and chains, OKS sigmas."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    name: str
+    keypoints: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    # Joints LJA may occlude: shoulders, elbows, wrists, hips, knees, ankles.
+    limb_joints: tuple[int, ...]
+    # DSL's two chains (arms through the shoulders, legs through the hips), each an ordered path.
+    limb_chains: tuple[tuple[int, ...], ...]
+    # Edges drawn/used for rendering and previews.
+    bones: tuple[tuple[int, int], ...]
+    sigmas: tuple[float, ...]
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoints)
+
+    def index(self, name: str) -> int:
+        return self.keypoints.index(name)
+
+    def sigmas_array(self) -> np.ndarray:
+        return np.asarray(self.sigmas, dtype=np.float64)
+
+
+COCO_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+
+COCO17 = Skeleton(
+    name="coco",
+    keypoints=COCO_KEYPOINTS,
+    flip_pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
+    limb_joints=tuple(range(5, 17)),
+    limb_chains=(
+        (9, 7, 5, 6, 8, 10),      # left wrist - left elbow - left shoulder - right shoulder - right elbow - right wrist
+        (15, 13, 11, 12, 14, 16),  # left ankle - left knee - left hip - right hip - right knee - right ankle
+    ),
+    bones=(
+        (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
+        (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+    ),
+    # pycocotools' COCOeval.kpt_oks_sigmas, in COCO keypoint order.
+    sigmas=(.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089),
+)
+
+SKELETONS = {"coco": COCO17, "synthetic": COCO17}
+
+
+def get_skeleton(name: str) -> Skeleton:
+    try:
+        return SKELETONS[name]
+    except KeyError:
+        raise ValueError(f"unknown skeleton {name!r}; choose from {sorted(SKELETONS)}") from None

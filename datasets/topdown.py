@@ -1,0 +1,64 @@
+"""Top-down geometry: person box -> centre/scale -> affine warp into a fixed-size crop.
+
+Written by hand (the HRNet/SimpleBaseline convention; no library exposes it): the crop keeps the box's
+centre, pads it by `padding`, fixes its aspect ratio to the input's, and may be scaled/rotated for augmentation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where a crop comes from: centre (x, y) and size (w, h) of the source region, rotation in degrees."""
+
+    center: np.ndarray
+    size: np.ndarray
+    rotation: float = 0.0
+
+
+def box_to_crop(bbox_xywh, input_hw: tuple[int, int], padding: float = 1.25) -> CropGeometry:
+    x, y, w, h = (float(v) for v in bbox_xywh)
+    center = np.array([x + w * 0.5, y + h * 0.5])
+    aspect = input_hw[1] / input_hw[0]
+    if w > aspect * h:
+        h = w / aspect
+    else:
+        w = h * aspect
+    return CropGeometry(center=center, size=np.array([w, h]) * padding)
+
+
+def affine_matrix(geom: CropGeometry, output_hw: tuple[int, int], inverse: bool = False) -> np.ndarray:
+    """2x3 matrix mapping source pixels to output pixels (or back, with inverse=True).
+
+    Built from three point pairs like the reference implementations, so pixel centres map consistently.
+    """
+    out_h, out_w = output_hw
+    theta = np.deg2rad(geom.rotation)
+    src_w = geom.size[0]
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    src_dir = rot @ np.array([0.0, src_w * -0.5])
+    dst_dir = np.array([0.0, out_w * -0.5])
+    src = np.stack([geom.center, geom.center + src_dir, _third_point(geom.center, geom.center + src_dir)])
+    dst_center = np.array([out_w * 0.5, out_h * 0.5])
+    dst = np.stack([dst_center, dst_center + dst_dir, _third_point(dst_center, dst_center + dst_dir)])
+    if inverse:
+        return cv2.getAffineTransform(dst.astype(np.float32), src.astype(np.float32))
+    return cv2.getAffineTransform(src.astype(np.float32), dst.astype(np.float32))
+
+
+def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = a - b
+    return b + np.array([-d[1], d[0]])
+
+
+def warp_image(image: np.ndarray, matrix: np.ndarray, output_hw: tuple[int, int]) -> np.ndarray:
+    return cv2.warpAffine(image, matrix, (output_hw[1], output_hw[0]), flags=cv2.INTER_LINEAR)
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine matrix to (..., 2) points."""
+    return points @ matrix[:, :2].T + matrix[:, 2]

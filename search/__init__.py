@@ -1,0 +1,1 @@
+"""The search around trials: spaces, MLflow tracking, the CLI."""

@@ -1,0 +1,307 @@
+#!/usr/bin/env python
+"""Search occlusion and loss hyperparameters: Ray Tune + Optuna over Ray Train trials, tracked in MLflow.
+
+    python search/run.py --space lja            # embedded synthetic dataset, a real small search
+    python search/run.py --space lja --smoke    # about a minute, for tests
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # `python search/run.py` from a checkout without an editable install
+    sys.path.insert(0, str(REPO_ROOT))
+
+from search.spaces import SPACES  # noqa: E402
+
+log = logging.getLogger("search")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a search spends; --smoke picks the small one, explicit flags override either."""
+
+    num_samples: int
+    epochs: int
+    grace_period: int
+    reduction_factor: int
+    train_images: int
+    val_images: int
+    input_h: int
+    input_w: int
+    deconv_channels: int
+    batch_size: int
+
+
+# Sized for a 2-core laptop: see README "Measured" for the wall time and AP this gives.
+DEFAULT_BUDGET = Budget(num_samples=6, epochs=8, grace_period=2, reduction_factor=2, train_images=1500,
+                        val_images=250, input_h=96, input_w=64, deconv_channels=128, batch_size=32)
+SMOKE_BUDGET = Budget(num_samples=2, epochs=1, grace_period=1, reduction_factor=2, train_images=24,
+                      val_images=8, input_h=64, input_w=48, deconv_channels=32, batch_size=16)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Search occlusion-robustness hyperparameters with Ray Tune + Optuna; trials train with "
+        "Ray Train and are logged to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--space", required=True, choices=sorted(SPACES), help="which search space to explore")
+    p.add_argument("--dataset", default="synthetic", choices=["synthetic"],
+                   help="dataset; 'synthetic' is generated once and cached under .cache/")
+    p.add_argument("--num-samples", type=positive_int, help="number of trials (default 6; 2 with --smoke)")
+    p.add_argument("--epochs", type=positive_int, help="epochs of a trial that is never stopped early "
+                   "(default 8; 1 with --smoke)")
+    p.add_argument("--grace-period", type=positive_int, help="ASHA: epochs before a trial may be stopped")
+    p.add_argument("--max-concurrent", type=positive_int,
+                   help="trials at once (default: what the cluster's CPUs fit)")
+    p.add_argument("--metric", default="val_occ/AP", help="metric the search maximises")
+    p.add_argument("--workers-per-trial", type=positive_int, default=1, help="Ray Train (DDP) workers per trial")
+    p.add_argument("--cpus-per-worker", type=positive_int, default=1, help="CPUs each training worker reserves")
+    p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, help="GPUs each worker reserves")
+    p.add_argument("--address", help="Ray cluster address (host:port or 'auto'); default starts a local Ray")
+    p.add_argument("--storage-path", default=str(REPO_ROOT / "ray_results"),
+                   help="where Tune and Train keep experiment state and checkpoints")
+    p.add_argument("--experiment", help="experiment name (MLflow experiment and Tune run); default: "
+                   "<space>-<timestamp>, or the name to continue with --resume")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted --experiment")
+    p.add_argument("--smoke", action="store_true", help="shrink data, model and budget to run in ~1 minute")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dataset, the searcher and the trials")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume and not args.experiment:
+        parser.error("--resume needs --experiment NAME (the name printed when the search started)")
+    budget = SMOKE_BUDGET if args.smoke else DEFAULT_BUDGET
+    for flag in ("num_samples", "epochs", "grace_period"):
+        if getattr(args, flag) is None:
+            setattr(args, flag, getattr(budget, flag))
+    args.grace_period = min(args.grace_period, args.epochs)
+    args.budget = budget
+    args.experiment = args.experiment or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if "://" not in args.storage_path:
+        args.storage_path = str(Path(args.storage_path).resolve())
+    return args
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast with a clear message instead of Ray's long connection retries."""
+    if address in ("auto", "local") or address.startswith("ray://") is False and ":" not in address:
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: cannot reach the Ray cluster at --address {address!r}: {err}. "
+                         "Is `ray start --head` (or `ray up cluster.yaml`) running there?") from None
+
+
+def base_trial_config(args, paths):
+    from trainables.config import TrialConfig
+    from trainables.worker import with_synthetic_paths
+
+    b = args.budget
+    cfg = with_synthetic_paths(TrialConfig(), paths)
+    return cfg.replace(**{
+        "data.input_h": b.input_h, "data.input_w": b.input_w,
+        "model.deconv_channels": b.deconv_channels,
+        "optim.epochs": args.epochs, "optim.batch_size": b.batch_size,
+        "runtime.seed": args.seed, "runtime.workers": args.workers_per_trial,
+        "runtime.cpus_per_worker": args.cpus_per_worker, "runtime.gpus_per_worker": args.gpus_per_worker,
+        **SPACES[args.space].fixed,
+    })
+
+
+def make_trial_driver(experiment_storage: str, metric: str):
+    """The Tune function trainable: one Ray Train run (TorchTrainer) per trial, reporting back to Tune."""
+
+    def run_trial(config: dict) -> None:
+        import ray.train
+        from ray import tune
+        from ray.train.torch import TorchTrainer
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from trainables.worker import ray_train_loop
+
+        runtime_workers = int(config["runtime.workers"])
+        gpus = float(config["runtime.gpus_per_worker"])
+        resources = {"CPU": float(config["runtime.cpus_per_worker"])}
+        if gpus:
+            resources["GPU"] = gpus
+        trainer = TorchTrainer(
+            ray_train_loop,
+            train_loop_config=config,
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=runtime_workers, use_gpu=gpus > 0, resources_per_worker=resources
+            ),
+            run_config=ray.train.RunConfig(
+                # A stable name per trial: a restarted trial finds its Train run and resumes its checkpoint.
+                name=tune.get_context().get_trial_id(),
+                storage_path=f"{experiment_storage}/train_runs",
+                callbacks=[TuneReportCallback()],
+                checkpoint_config=ray.train.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order="max"
+                ),
+                failure_config=ray.train.FailureConfig(max_failures=2),
+            ),
+        )
+        trainer.fit()
+
+    return run_trial
+
+
+class ProgressPrinter:
+    """One line per trial epoch, so a long search shows it is alive between Tune's status tables."""
+
+    def __new__(cls, metric: str):
+        from ray import tune
+
+        class _Printer(tune.Callback):
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                parts = [f"{k}={result[k]:.3f}" for k in ("val/AP", "val_occ/AP", "val/PCKh_0.5", "train/loss")
+                         if isinstance(result.get(k), (int, float))]
+                print(f"[{trial.trial_id}] epoch {result.get('epoch')}: {' '.join(parts)} "
+                      f"({result.get('train/images_per_s', 0):.0f} img/s)", flush=True)
+
+        return _Printer()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.address:
+        check_reachable(args.address)
+
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from datasets.mean_pose import mean_pose_ap
+    from datasets.skeletons import get_skeleton
+    from datasets.synthetic import SyntheticSpec, ensure_dataset
+    from search.tracking import MLflowTrialCallback, SearchTracker, git_commit, mlflow_ui_command, tracking_uri
+    from trainables.worker import load_split
+
+    started = time.perf_counter()
+    space = SPACES[args.space]
+    spec = SyntheticSpec(seed=args.seed, num_train_images=args.budget.train_images,
+                         num_val_images=args.budget.val_images)
+    print(f"dataset: synthetic (seed {args.seed}, {spec.num_train_images} train / {spec.num_val_images} val "
+          "images) ...", flush=True)
+    paths = ensure_dataset(spec)
+    base = base_trial_config(args, paths)
+    base_flat = base.flat()
+
+    experiment_dir = f"{args.storage_path}/{args.experiment}"
+    if not args.resume and "://" not in experiment_dir and Path(experiment_dir).exists():
+        print(f"error: experiment {args.experiment!r} already exists in {args.storage_path}; "
+              "pass --resume to continue it or choose another --experiment", file=sys.stderr)
+        return 2
+    registry_dir = Path(experiment_dir) if "://" not in experiment_dir else REPO_ROOT / ".cache" / args.experiment
+    tracker = SearchTracker(args.experiment, registry_dir / "mlflow_runs.json")
+    parent = tracker.start_parent(
+        run_name=f"search-{args.space}",
+        params={"space": args.space, "searcher": "optuna-tpe", "scheduler": "asha", "metric": args.metric,
+                "num_samples": args.num_samples, "epochs": args.epochs, "grace_period": args.grace_period,
+                "seed": args.seed, "smoke": args.smoke, "dataset": args.dataset,
+                **{f"base.{k}": v for k, v in base_flat.items()}},
+        tags={"space": args.space, "git_commit": git_commit(), "experiment_dir": experiment_dir},
+    )
+
+    skeleton = get_skeleton(args.dataset)
+    train_records, _ = load_split(base.data.train_ann, base.data.train_images, skeleton.num_keypoints)
+    for split, ann in (("val", base.data.val_ann), ("val_occ", base.data.val_occ_ann)):
+        records, gt = load_split(ann, base.data.val_images, skeleton.num_keypoints)
+        baseline = mean_pose_ap(train_records, records, gt, skeleton.sigmas_array())
+        tracker.client.log_metric(parent, f"baseline_mean_pose/{split}/AP", baseline["AP"])
+        print(f"mean-pose-in-box baseline {split}/AP = {baseline['AP']:.3f}", flush=True)
+
+    if args.address:
+        ray.init(address=args.address)
+    else:
+        ray.init(include_dashboard=False)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    per_trial = args.workers_per_trial * args.cpus_per_worker
+    max_concurrent = args.max_concurrent or max(1, cpus // per_trial)
+
+    trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric), {"cpu": 0})
+    callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter(args.metric)]
+    if args.resume and tune.Tuner.can_restore(experiment_dir):
+        print(f"resuming experiment {args.experiment} from {experiment_dir}", flush=True)
+        tuner = tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=base_flat)
+    else:
+        searcher = OptunaSearch(space.define, metric=args.metric, mode="max", seed=args.seed,
+                                points_to_evaluate=list(space.paper_points))
+        scheduler = ASHAScheduler(time_attr="epoch", metric=args.metric, mode="max", max_t=args.epochs,
+                                  grace_period=args.grace_period, reduction_factor=args.budget.reduction_factor)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=base_flat,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.num_samples,
+                                        max_concurrent_trials=max_concurrent),
+            run_config=tune.RunConfig(name=args.experiment, storage_path=args.storage_path, callbacks=callbacks,
+                                      failure_config=tune.FailureConfig(max_failures=2), verbose=1),
+        )
+    print(f"experiment {args.experiment}: {args.num_samples} trials x <= {args.epochs} epochs, "
+          f"{max_concurrent} at a time; MLflow parent run {parent}", flush=True)
+    results = tuner.fit()
+
+    finished = [r for r in results if r.metrics and r.metrics.get("done", False) or r.metrics.get("epoch")]
+    complete = len(results) >= args.num_samples and all(r.error is None for r in results)
+    best = results.get_best_result(metric=args.metric, mode="max", scope="all") if finished else None
+    summary = {"experiment": args.experiment, "wall_s": round(time.perf_counter() - started, 1)}
+    if best is not None:
+        summary["best"] = {k: best.metrics.get(k) for k in ("val/AP", "val_occ/AP", "val/PCKh_0.5", "epoch")}
+        summary["best"]["trial_id"] = best.metrics.get("trial_id")
+        summary["best"]["config"] = {k: best.config[k] for k in sorted(best.config) if k not in base_flat
+                                     or best.config[k] != base_flat[k] or k.startswith(("lja.", "loss."))}
+        for key, value in summary["best"].items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                tracker.client.log_metric(parent, f"best/{key}", value)
+    tracker.client.log_dict(parent, summary, "search_summary.json")
+    tracker.end_parent("FINISHED" if complete else "KILLED")
+    print(json.dumps(summary, indent=1, default=str))
+    print(f"\nMLflow runs: {mlflow_ui_command(tracking_uri())}  (experiment {args.experiment!r})")
+    if not complete:
+        print(f"search stopped early; continue with: python search/run.py --space {args.space} "
+              f"--experiment {args.experiment} --resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

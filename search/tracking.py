@@ -1,0 +1,175 @@
+"""MLflow tracking for a search: one parent run, one nested child run per Tune trial.
+
+Logging happens in the driver through a Tune callback, so a single process writes the store (sqlite tolerates
+one writer best) and run ids live in one file beside the experiment state, ready for resume.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+LOGGED_EXTRA_METRICS = ("epoch_time_s",)
+ARTIFACT_FILES = ("model.pt", "trial_config.json")
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # sqlite stores need an explicit artifact root; keep artifacts beside the database.
+    artifact_root = None
+    uri = client.tracking_uri
+    if uri.startswith("sqlite:///"):
+        artifact_root = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=artifact_root)
+
+
+def epoch_metrics(result: dict) -> dict[str, float]:
+    """The trial's own metrics from a Tune result: `split/metric` names plus a few extras, numbers only."""
+    out = {}
+    for key, value in result.items():
+        if ("/" in key or key in LOGGED_EXTRA_METRICS) and isinstance(value, (int, float)) and not isinstance(
+            value, bool
+        ):
+            if key != "checkpoint_path" and math.isfinite(value):
+                out[key] = float(value)
+    return out
+
+
+class RunRegistry:
+    """trial_id -> MLflow run id, plus the parent run id, persisted as JSON in the experiment directory."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"parent": None, "trials": {}}
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
+
+
+class SearchTracker:
+    """Owns the parent run; hands out child runs; survives restarts through its RunRegistry."""
+
+    def __init__(self, experiment: str, registry_path: Path, uri: str | None = None):
+        self.client = MlflowClient(uri or tracking_uri())
+        self.experiment_id = ensure_experiment(self.client, experiment)
+        self.registry = RunRegistry(registry_path)
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.registry.data["parent"]
+
+    def start_parent(self, run_name: str, params: dict, tags: dict) -> str:
+        if self.parent_run_id is not None:
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            return self.parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in params.items()])
+        self.registry.data["parent"] = run.info.run_id
+        self.registry.save()
+        return run.info.run_id
+
+    def end_parent(self, status: str) -> None:
+        if self.parent_run_id is not None:
+            self.client.set_terminated(self.parent_run_id, status=status)
+
+    def child_run(self, trial_id: str, trial_name: str, params: dict) -> str:
+        known = self.registry.data["trials"].get(trial_id)
+        if known is not None:
+            self.client.update_run(known, status="RUNNING")
+            return known
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=trial_name,
+            tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": trial_id},
+        )
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
+        self.registry.data["trials"][trial_id] = run_id
+        self.registry.save()
+        return run_id
+
+
+class MLflowTrialCallback(tune.Callback):
+    """Streams each trial's epochs into its child run; stores the best checkpoint when the trial ends."""
+
+    def __init__(self, tracker: SearchTracker, base_config: dict, metric: str, mode: str = "max"):
+        self.tracker = tracker
+        self.base_config = base_config
+        self.metric = metric
+        self.sign = 1 if mode == "max" else -1
+        self.best: dict[str, tuple[float, dict]] = {}
+
+    def _run_id(self, trial) -> str:
+        return self.tracker.child_run(trial.trial_id, str(trial), {**self.base_config, **trial.config})
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self._run_id(trial)
+        now = int(time.time() * 1000)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        metrics = epoch_metrics(result)
+        self.tracker.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        score = metrics.get(self.metric)
+        if score is not None:
+            best = self.best.get(trial.trial_id)
+            if best is None or self.sign * score > self.sign * best[0]:
+                self.best[trial.trial_id] = (score, {**metrics, "epoch": step,
+                                                     "checkpoint_path": result.get("checkpoint_path")})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self._run_id(trial)
+        best = self.best.get(trial.trial_id)
+        if best is not None:
+            score, best_metrics = best
+            self.tracker.client.log_dict(run_id, best_metrics, "best_metrics.json")
+            self.tracker.client.log_metric(run_id, f"best/{self.metric}", score)
+            checkpoint = best_metrics.get("checkpoint_path")
+            if checkpoint and Path(checkpoint).is_dir():
+                for name in ARTIFACT_FILES:
+                    if (Path(checkpoint) / name).exists():
+                        self.tracker.client.log_artifact(run_id, str(Path(checkpoint) / name), "best_checkpoint")
+        if trial.last_result:
+            self.tracker.client.log_dict(run_id, epoch_metrics(trial.last_result), "final_metrics.json")
+        self.tracker.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self._run_id(trial)
+        error = getattr(trial, "error_msg", None) or "unknown error (see the trial's error.txt)"
+        self.tracker.client.set_tag(run_id, "error", str(error)[:5000])
+        self.tracker.client.set_terminated(run_id, status="FAILED")
+
+
+def _param(value) -> str:
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+def mlflow_ui_command(uri: str | None = None) -> str:
+    return f"mlflow ui --backend-store-uri {uri or tracking_uri()} --host 127.0.0.1 --port 5000"
+

@@ -1,0 +1,232 @@
+"""One trial's training loop, runnable without Ray (`python -m trainables.worker`) or as a Ray Train worker.
+
+The loop talks to the outside world only through a Reporter (restore a checkpoint, report an epoch), so the
+same code runs under Ray Train (RayReporter) and on its own for debugging (LocalReporter).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from datasets.codec import HeatmapCodec
+from datasets.metrics import load_coco
+from datasets.occlusion import LJAParams
+from datasets.skeletons import get_skeleton
+from datasets.topdown_dataset import TopDownDataset, collate_skip_none, load_person_records
+from trainables.config import TrialConfig
+from trainables.engine import evaluate, train_one_epoch
+from trainables.losses import DynamicStructureLoss, LambdaSchedule, keypoint_mse
+from trainables.models import count_flops, create_model
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "trial_config.json"
+
+
+class LocalReporter:
+    """Keeps checkpoints in a directory; for runs without Ray."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.history: list[dict] = []
+
+    def device(self) -> torch.device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def prepare_model(self, model):
+        return model.to(self.device())
+
+    def restore(self) -> Path | None:
+        return self.directory if (self.directory / STATE_FILE).exists() else None
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        self.history.append(metrics)
+        if checkpoint_dir is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for item in Path(checkpoint_dir).iterdir():
+                item.replace(self.directory / item.name)
+        log.info("epoch %s: %s", metrics["epoch"], json.dumps(metrics))
+
+
+def load_split(ann_file: str, image_dir: str, num_keypoints: int, max_samples: int = 0):
+    """Person records and the matching pycocotools ground truth; `max_samples` keeps whole images only, so the
+    ground truth never holds persons that have no prediction."""
+    records = load_person_records(Path(ann_file), Path(image_dir), num_keypoints)
+    gt = load_coco(ann_file)
+    if max_samples and len(records) > max_samples:
+        keep_images = {r.image_id for r in records[:max_samples]}
+        records = [r for r in records if r.image_id in keep_images]
+        gt.dataset["images"] = [i for i in gt.dataset["images"] if i["id"] in keep_images]
+        gt.dataset["annotations"] = [a for a in gt.dataset["annotations"] if a["image_id"] in keep_images]
+        gt.createIndex()
+    return records, gt
+
+
+def build_loss(cfg: TrialConfig, skeleton):
+    if cfg.loss.structure:
+        loss = cfg.loss
+        schedule = LambdaSchedule(loss.schedule, loss.lambda_max, loss.step_at, loss.ramp_until, loss.exp_rate)
+        return DynamicStructureLoss(skeleton.limb_chains, skeleton.num_keypoints, schedule)
+    return lambda pred, target, weight, progress: (keypoint_mse(pred, target, weight), {})
+
+
+def fit(cfg: TrialConfig, reporter) -> None:
+    torch.manual_seed(cfg.runtime.seed)
+    torch.set_num_threads(cfg.runtime.threads_per_worker or cfg.runtime.cpus_per_worker)
+    skeleton = get_skeleton(cfg.data.dataset)
+    codec = HeatmapCodec((cfg.data.input_h, cfg.data.input_w), sigma=cfg.data.sigma)
+    device = reporter.device()
+
+    train_records = load_person_records(Path(cfg.data.train_ann), Path(cfg.data.train_images), skeleton.num_keypoints)
+    if cfg.data.max_train_samples:
+        train_records = train_records[: cfg.data.max_train_samples]
+    lja = LJAParams(cfg.lja.quantity_ratio, cfg.lja.size_ratio, cfg.lja.p) if cfg.lja.enabled else None
+    train_set = TopDownDataset(train_records, skeleton, codec, train=True, lja=lja, seed=cfg.runtime.seed)
+    sampler = None
+    if reporter.world_size > 1:
+        sampler = torch.utils.data.DistributedSampler(
+            train_set, reporter.world_size, reporter.rank, shuffle=True, seed=cfg.runtime.seed
+        )
+    generator = torch.Generator().manual_seed(cfg.runtime.seed)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=cfg.optim.batch_size, shuffle=sampler is None, sampler=sampler,
+        collate_fn=collate_skip_none, drop_last=True, generator=generator,
+    )
+
+    model = create_model(cfg.model.name, skeleton.num_keypoints, deconv_channels=cfg.model.deconv_channels)
+    flops_per_image = 3 * count_flops(model, codec.input_hw)  # forward + backward ~ 3x forward
+    model = reporter.prepare_model(model)
+    loss_fn = build_loss(cfg, skeleton)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    milestones = sorted({max(1, round(f * cfg.optim.epochs)) for f in cfg.optim.lr_decay_at})
+    lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+
+    start_epoch = 0
+    restored = reporter.restore()
+    if restored is not None:
+        state = torch.load(restored / STATE_FILE, map_location=device, weights_only=False)
+        _unwrap(model).load_state_dict(torch.load(restored / MODEL_FILE, map_location=device))
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        start_epoch = state["epoch"] + 1
+        log.info("restored from %s, continuing at epoch %d", restored, start_epoch)
+
+    eval_splits = {}
+    if reporter.rank == 0:
+        for split, ann in (("val", cfg.data.val_ann), ("val_occ", cfg.data.val_occ_ann)):
+            records, gt = load_split(ann, cfg.data.val_images, skeleton.num_keypoints, cfg.data.max_val_samples)
+            eval_splits[split] = (TopDownDataset(records, skeleton, codec, train=False), gt)
+
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        epoch_start = time.perf_counter()
+        train_set.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        stats = train_one_epoch(model, loss_fn, optimizer, loader, epoch, cfg.optim.epochs, device,
+                                cfg.optim.grad_clip)
+        lr_scheduler.step()
+        # "epoch" counts completed epochs (1-based): the MLflow step and ASHA's time axis, stable across resumes.
+        metrics = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in stats.items()}}
+        metrics["train/lr"] = optimizer.param_groups[0]["lr"]
+        metrics["train/tflops"] = flops_per_image * stats["images_per_s"] / 1e12
+        if cfg.runtime.peak_flops > 0:
+            metrics["train/mfu"] = flops_per_image * stats["images_per_s"] / cfg.runtime.peak_flops
+        metrics["data/skipped_samples"] = float(len(train_set.skipped))
+        for split, (dataset, gt) in eval_splits.items():
+            for key, value in evaluate(_unwrap(model), dataset, gt, codec, device).items():
+                metrics[f"{split}/{key}"] = value
+        metrics["epoch_time_s"] = time.perf_counter() - epoch_start
+        if reporter.rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save(_unwrap(model).state_dict(), Path(tmp) / MODEL_FILE)
+                torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
+                            "epoch": epoch}, Path(tmp) / STATE_FILE)
+                (Path(tmp) / CONFIG_FILE).write_text(json.dumps(cfg.flat(), default=list))
+                reporter.report(metrics, Path(tmp))
+        else:
+            reporter.report(metrics, None)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def ray_train_loop(config: dict) -> None:
+    """Ray Train's train_loop_per_worker: config is the flat TrialConfig."""
+    fit(TrialConfig.from_flat(config), RayReporter())
+
+
+class RayReporter:
+    def __init__(self):
+        import ray.train
+
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self._checkpoint_dir = None
+
+    def device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, model):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def restore(self) -> Path | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        # Copy out: the checkpoint may live in remote storage (s3://, NFS).
+        self._checkpoint_dir = Path(checkpoint.to_directory())
+        return self._checkpoint_dir
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Train one trial without Ray (for debugging).")
+    parser.add_argument("--out", type=Path, default=Path(".cache/local-trial"))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="trial config overrides, e.g. optim.epochs=2 lja.p=0.5")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from datasets.synthetic import SyntheticSpec, ensure_dataset
+
+    overrides = dict(item.split("=", 1) for item in args.set)
+    cfg = TrialConfig.from_flat(overrides)
+    if not cfg.data.train_ann:
+        cfg = with_synthetic_paths(cfg, ensure_dataset(SyntheticSpec(seed=cfg.runtime.seed)))
+    fit(cfg, LocalReporter(args.out))
+
+
+def with_synthetic_paths(cfg: TrialConfig, paths) -> TrialConfig:
+    return cfg.replace(**{
+        "data.root": str(paths.root),
+        "data.train_ann": str(paths.annotations["train"]),
+        "data.val_ann": str(paths.annotations["val"]),
+        "data.val_occ_ann": str(paths.annotations["val_occ"]),
+        "data.train_images": str(paths.images["train"]),
+        "data.val_images": str(paths.images["val"]),
+    })
+
+
+if __name__ == "__main__":
+    main()
