@@ -1,6 +1,7 @@
 """Pose metrics: OKS AP/AR through pycocotools, and PCKh (written by hand: no maintained library ships it)."""
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 
@@ -15,7 +16,7 @@ def oks_ap(gt: COCO, results: list[dict], sigmas: np.ndarray) -> dict[str, float
     """COCO keypoint AP/AR of `results` (COCO results format) against `gt`, exactly as COCOeval computes them."""
     if not results:
         return {name: 0.0 for name in COCO_STAT_NAMES}
-    with contextlib.redirect_stdout(io.StringIO()):
+    with quiet():
         dt = gt.loadRes(results)
         evaluator = COCOeval(gt, dt, iouType="keypoints")
         evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
@@ -25,8 +26,22 @@ def oks_ap(gt: COCO, results: list[dict], sigmas: np.ndarray) -> dict[str, float
     return {name: float(value) for name, value in zip(COCO_STAT_NAMES, evaluator.stats)}
 
 
+@contextlib.contextmanager
+def quiet():
+    """Silence pycocotools' progress prints. Ray Train reroutes print() into logging, so redirecting
+    stdout alone is not enough: print itself is pointed at a sink for the duration."""
+    sink = io.StringIO()
+    original = builtins.print
+    builtins.print = lambda *args, **kwargs: original(*args, **{**kwargs, "file": sink})
+    try:
+        with contextlib.redirect_stdout(sink):
+            yield
+    finally:
+        builtins.print = original
+
+
 def load_coco(path) -> COCO:
-    with contextlib.redirect_stdout(io.StringIO()):
+    with quiet():
         return COCO(str(path))
 
 

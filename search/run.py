@@ -23,6 +23,7 @@ if str(REPO_ROOT) not in sys.path:  # `python search/run.py` from a checkout wit
 from search.spaces import SPACES  # noqa: E402
 
 log = logging.getLogger("search")
+DRIVER_MEMORY_BYTES = 256 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Budget:
 DEFAULT_BUDGET = Budget(num_samples=6, epochs=8, grace_period=2, reduction_factor=2, train_images=1500,
                         val_images=250, input_h=96, input_w=64, deconv_channels=128, batch_size=32)
 SMOKE_BUDGET = Budget(num_samples=2, epochs=1, grace_period=1, reduction_factor=2, train_images=24,
-                      val_images=8, input_h=64, input_w=48, deconv_channels=32, batch_size=16)
+                      val_images=8, input_h=96, input_w=64, deconv_channels=32, batch_size=16)
 
 
 def positive_int(text: str) -> int:
@@ -141,7 +142,7 @@ def base_trial_config(args, paths):
         "runtime.seed": args.seed, "runtime.workers": args.workers_per_trial,
         "runtime.cpus_per_worker": args.cpus_per_worker, "runtime.gpus_per_worker": args.gpus_per_worker,
         **SPACES[args.space].fixed,
-    })
+    }).validate()
 
 
 def make_trial_driver(experiment_storage: str, metric: str):
@@ -180,6 +181,10 @@ def make_trial_driver(experiment_storage: str, metric: str):
         trainer.fit()
 
     return run_trial
+
+
+def short_trial_name(trial) -> str:
+    return f"trial_{trial.trial_id}"
 
 
 class ProgressPrinter:
@@ -257,7 +262,9 @@ def main(argv=None) -> int:
     per_trial = args.workers_per_trial * args.cpus_per_worker
     max_concurrent = args.max_concurrent or max(1, cpus // per_trial)
 
-    trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric), {"cpu": 0})
+    # The trial driver only waits on its TorchTrainer: it reserves memory, not a CPU the workers need.
+    trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric),
+                                    {"cpu": 0, "memory": DRIVER_MEMORY_BYTES})
     callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter(args.metric)]
     if args.resume and tune.Tuner.can_restore(experiment_dir):
         print(f"resuming experiment {args.experiment} from {experiment_dir}", flush=True)
@@ -272,7 +279,9 @@ def main(argv=None) -> int:
             trainable,
             param_space=base_flat,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.num_samples,
-                                        max_concurrent_trials=max_concurrent),
+                                        max_concurrent_trials=max_concurrent,
+                                        trial_name_creator=short_trial_name,
+                                        trial_dirname_creator=short_trial_name),
             run_config=tune.RunConfig(name=args.experiment, storage_path=args.storage_path, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=2), verbose=1),
         )

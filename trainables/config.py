@@ -95,6 +95,14 @@ class TrialConfig:
             setattr(section, name, _coerce(value, current, key))
         return config
 
+    def validate(self) -> "TrialConfig":
+        if self.data.input_h % 32 or self.data.input_w % 32:
+            raise ValueError(f"data.input_h/input_w must be multiples of 32 (the backbone's stride), got "
+                             f"{self.data.input_h}x{self.data.input_w}")
+        if self.optim.epochs < 1 or self.optim.batch_size < 1:
+            raise ValueError("optim.epochs and optim.batch_size must be >= 1")
+        return self
+
     def replace(self, **flat) -> "TrialConfig":
         return TrialConfig.from_flat({**self.flat(), **{k.replace("__", "."): v for k, v in flat.items()}})
 

@@ -81,6 +81,7 @@ def build_loss(cfg: TrialConfig, skeleton):
 
 
 def fit(cfg: TrialConfig, reporter) -> None:
+    cfg.validate()
     torch.manual_seed(cfg.runtime.seed)
     torch.set_num_threads(cfg.runtime.threads_per_worker or cfg.runtime.cpus_per_worker)
     skeleton = get_skeleton(cfg.data.dataset)
