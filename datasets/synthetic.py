@@ -46,7 +46,7 @@ import numpy as np
 from datasets.skeletons import COCO17
 
 # Bump whenever rendering changes, so cached datasets from older code are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 GENERATED_SPLITS = ("train", "val")  # val_occ is a subset of val, not rendered separately
 SPLITS = ("train", "val", "val_occ")
@@ -429,7 +429,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     coarse = c0 + t[..., None] * (c1 - c0) + rng.normal(0, 25, (6, 6, 3))
     img = cv2.resize(np.clip(coarse, 0, 255).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     img = np.clip(img, 0, 255).astype(np.uint8)
-    for _ in range(rng.integers(0, 7)):
+    for _ in range(rng.integers(0, 4)):
         a, b = rng.uniform(-0.2, 1.2, (2, 2)) * (w, h)
         cv2.line(img, _fixed(a), _fixed(b), tuple(int(v) for v in rng.integers(0, 256, 3)),
                  int(rng.integers(1, 10)), cv2.LINE_AA, _SHIFT)
@@ -442,13 +442,13 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _place_people(rng: np.random.Generator, n: int, h: int, w: int) -> list[tuple[np.ndarray, float]]:
-    """Pelvis positions and heights; about half the people stand close to an earlier one."""
+    """Pelvis positions and heights; about a third of the people stand close to an earlier one."""
     placed: list[tuple[np.ndarray, float]] = []
     for _ in range(n):
-        if placed and rng.random() < 0.5:
+        if placed and rng.random() < 0.35:
             anchor, anchor_h = placed[rng.integers(len(placed))]
             height = float(np.clip(anchor_h * rng.uniform(0.8, 1.2), HEIGHT_RANGE[0] * h, HEIGHT_RANGE[1] * h))
-            dx = rng.uniform(0.1, 0.45) * max(height, anchor_h) * rng.choice([-1.0, 1.0])
+            dx = rng.uniform(0.2, 0.6) * max(height, anchor_h) * rng.choice([-1.0, 1.0])
             root = anchor + np.array([dx, rng.normal(0, 0.08 * height)])
         else:
             height = rng.uniform(*HEIGHT_RANGE) * h
@@ -512,7 +512,9 @@ def render_scene(rng: np.random.Generator, spec: SyntheticSpec, flat: bool = Fal
     owner = np.full((h, w), BACKGROUND_ID, np.int16)
     painter = _Painter(image, owner, flat)
 
-    n = int(rng.integers(1, spec.max_people + 1))
+    # Fewer people are likelier (weights 1/k): crowded scenes stay present without dominating the data.
+    weights = 1.0 / np.arange(1, spec.max_people + 1)
+    n = int(rng.choice(np.arange(1, spec.max_people + 1), p=weights / weights.sum()))
     figures = [_make_figure(rng, root, height) for root, height in _place_people(rng, n, h, w)]
     bboxes: list[list[float]] = [[0.0] * 4] * n
     order = rng.permutation(n)  # back to front
@@ -522,7 +524,7 @@ def render_scene(rng: np.random.Generator, spec: SyntheticSpec, flat: bool = Fal
         bboxes[oid] = _silhouette_bbox(owner == oid)
 
     for _ in range(int(rng.integers(0, spec.max_occluders + 1))):
-        size = rng.uniform(0.1, 0.4) * min(h, w)
+        size = rng.uniform(0.08, 0.25) * min(h, w)
         if rng.random() < 0.75:  # aim at a random body part, so occluders actually occlude
             centre = figures[rng.integers(n)].kp[rng.integers(17)] + rng.normal(0, 0.1 * size, 2)
         else:

@@ -118,7 +118,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast with a clear message instead of Ray's long connection retries."""
-    if address in ("auto", "local") or address.startswith("ray://") is False and ":" not in address:
+    if ":" not in address.removeprefix("ray://"):  # "auto" / "local": Ray resolves these itself
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:

@@ -18,6 +18,11 @@ class DataConfig:
     input_h: int = 96
     input_w: int = 64
     sigma: float = 2.0
+    decode: str = "dark"  # heatmap sub-pixel refinement: "dark" or "shift"
+    # Geometric augmentation (HRNet's COCO defaults are scale 0.35, rotation 45 with p 0.6).
+    scale_factor: float = 0.25
+    rotation: float = 30.0
+    rotation_p: float = 0.6
     max_train_samples: int = 0  # 0 = all
     max_val_samples: int = 0
 

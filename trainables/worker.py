@@ -18,7 +18,7 @@ from datasets.codec import HeatmapCodec
 from datasets.metrics import load_coco
 from datasets.occlusion import LJAParams
 from datasets.skeletons import get_skeleton
-from datasets.topdown_dataset import TopDownDataset, collate_skip_none, load_person_records
+from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none, load_person_records
 from trainables.config import TrialConfig
 from trainables.engine import evaluate, train_one_epoch
 from trainables.losses import DynamicStructureLoss, LambdaSchedule, keypoint_mse
@@ -85,14 +85,16 @@ def fit(cfg: TrialConfig, reporter) -> None:
     torch.manual_seed(cfg.runtime.seed)
     torch.set_num_threads(cfg.runtime.threads_per_worker or cfg.runtime.cpus_per_worker)
     skeleton = get_skeleton(cfg.data.dataset)
-    codec = HeatmapCodec((cfg.data.input_h, cfg.data.input_w), sigma=cfg.data.sigma)
+    codec = HeatmapCodec((cfg.data.input_h, cfg.data.input_w), sigma=cfg.data.sigma, refine=cfg.data.decode)
     device = reporter.device()
 
     train_records = load_person_records(Path(cfg.data.train_ann), Path(cfg.data.train_images), skeleton.num_keypoints)
     if cfg.data.max_train_samples:
         train_records = train_records[: cfg.data.max_train_samples]
     lja = LJAParams(cfg.lja.quantity_ratio, cfg.lja.size_ratio, cfg.lja.p) if cfg.lja.enabled else None
-    train_set = TopDownDataset(train_records, skeleton, codec, train=True, lja=lja, seed=cfg.runtime.seed)
+    augment = Augment(cfg.data.scale_factor, cfg.data.rotation, cfg.data.rotation_p)
+    train_set = TopDownDataset(train_records, skeleton, codec, train=True, augment=augment, lja=lja,
+                               seed=cfg.runtime.seed)
     sampler = None
     if reporter.world_size > 1:
         sampler = torch.utils.data.DistributedSampler(

@@ -1,0 +1,74 @@
+"""End to end: a --smoke search on a real local Ray cluster, tracked in a real MLflow sqlite store."""
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+EXPECTED_METRICS = ("val/AP", "val/AP50", "val/AP75", "val/AR", "val_occ/AP", "val/PCKh_0.5", "train/loss",
+                    "train/images_per_s", "epoch_time_s")
+
+
+@pytest.fixture(scope="module")
+def smoke_search(tmp_path_factory, dataset_cache):
+    work = tmp_path_factory.mktemp("search")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OCCPOSE_CACHE": str(dataset_cache)}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "lja", "--smoke", "--num-samples", "2",
+         "--epochs", "1", "--storage-path", str(work / "ray"), "--experiment", "e2e-smoke"],
+        capture_output=True, text=True, timeout=900, cwd=work, env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result, MlflowClient(uri), work
+
+
+def test_parent_run_with_two_nested_child_runs(smoke_search):
+    _, client, _ = smoke_search
+    experiment = client.get_experiment_by_name("e2e-smoke")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.data.params["space"] == "lja"
+    assert parent.data.tags["git_commit"]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len({c.data.tags["trial_id"] for c in children}) == 2
+    assert "baseline_mean_pose/val/AP" in parent.data.metrics
+
+
+def test_child_runs_log_every_hyperparameter_and_epoch_metric(smoke_search):
+    _, client, _ = smoke_search
+    experiment = client.get_experiment_by_name("e2e-smoke")
+    children = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
+    paper = [c for c in children if c.data.params["lja.quantity_ratio"] == "0.15"
+             and c.data.params["lja.size_ratio"] == "0.2" and c.data.params["loss.schedule"] == "step"]
+    assert paper, "the paper's point is evaluated first"
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for key in ("lja.quantity_ratio", "lja.size_ratio", "lja.p", "loss.schedule", "loss.lambda_max",
+                    "model.name", "optim.lr", "data.input_h"):
+            assert key in child.data.params
+        for name in EXPECTED_METRICS:
+            history = client.get_metric_history(child.info.run_id, name)
+            assert [m.step for m in history] == [1], name
+        ap = child.data.metrics["val/AP"]
+        assert 0.0 <= ap <= 1.0
+        assert child.data.metrics["train/images_per_s"] > 0
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"best_checkpoint", "best_metrics.json", "final_metrics.json"} <= artifacts
+        checkpoint = {a.path for a in client.list_artifacts(child.info.run_id, "best_checkpoint")}
+        assert "best_checkpoint/model.pt" in checkpoint
+
+
+def test_cli_prints_best_trial_and_the_mlflow_ui_command(smoke_search):
+    result, _, work = smoke_search
+    assert '"best"' in result.stdout and '"val_occ/AP"' in result.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{work / 'mlflow.db'}" in result.stdout
