@@ -43,8 +43,8 @@ class Budget:
 
 
 # Sized for a 2-core laptop: see README "Measured" for the wall time and AP this gives.
-DEFAULT_BUDGET = Budget(num_samples=6, epochs=8, grace_period=2, reduction_factor=2, train_images=1500,
-                        val_images=250, input_h=96, input_w=64, deconv_channels=128, batch_size=32)
+DEFAULT_BUDGET = Budget(num_samples=5, epochs=6, grace_period=1, reduction_factor=3, train_images=1500,
+                        val_images=250, input_h=96, input_w=64, deconv_channels=128, batch_size=16)
 SMOKE_BUDGET = Budget(num_samples=2, epochs=1, grace_period=1, reduction_factor=2, train_images=24,
                       val_images=8, input_h=96, input_w=64, deconv_channels=32, batch_size=16)
 
@@ -78,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", required=True, choices=sorted(SPACES), help="which search space to explore")
     p.add_argument("--dataset", default="synthetic", choices=["synthetic"],
                    help="dataset; 'synthetic' is generated once and cached under .cache/")
-    p.add_argument("--num-samples", type=positive_int, help="number of trials (default 6; 2 with --smoke)")
+    p.add_argument("--num-samples", type=positive_int, help="number of trials (default 5; 2 with --smoke)")
     p.add_argument("--epochs", type=positive_int, help="epochs of a trial that is never stopped early "
-                   "(default 8; 1 with --smoke)")
+                   "(default 6; 1 with --smoke)")
     p.add_argument("--grace-period", type=positive_int, help="ASHA: epochs before a trial may be stopped")
     p.add_argument("--max-concurrent", type=positive_int,
                    help="trials at once (default: what the cluster's CPUs fit)")
@@ -203,12 +203,42 @@ class ProgressPrinter:
         return _Printer()
 
 
+RESUMED_SETTINGS = ("space", "num_samples", "epochs", "grace_period", "smoke", "seed", "metric",
+                    "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "max_concurrent")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.address:
         check_reachable(args.address)
 
+    from search.tracking import SearchTracker
+
+    experiment_dir = f"{args.storage_path}/{args.experiment}"
+    local_experiment = "://" not in experiment_dir
+    if local_experiment and Path(experiment_dir).exists() != args.resume:
+        problem = "already exists; pass --resume to continue it or choose another --experiment" if not args.resume \
+            else "does not exist; check --experiment and --storage-path"
+        print(f"error: experiment {args.experiment!r} in {args.storage_path} {problem}", file=sys.stderr)
+        return 2
+    # Beside Tune's experiment directory, never inside it: Tune syncs that directory from its own staging copy on
+    # restore and would overwrite the registry with the copy it had when the search stopped.
+    registry_dir = Path(args.storage_path) if local_experiment else REPO_ROOT / ".cache" / "experiments"
+    tracker = SearchTracker(args.experiment, registry_dir / f"{args.experiment}.mlflow_runs.json")
+    settings = tracker.registry.read()["settings"]
+    if args.resume and settings:
+        # The search continues as it was started; flags given now cannot change it half-way.
+        for key in RESUMED_SETTINGS:
+            setattr(args, key, settings.get(key, getattr(args, key)))
+        args.budget = SMOKE_BUDGET if args.smoke else DEFAULT_BUDGET
+    else:
+        with tracker.registry.editing() as data:
+            data["settings"] = {key: getattr(args, key) for key in RESUMED_SETTINGS}
+    return run_search(args, tracker, experiment_dir)
+
+
+def run_search(args, tracker, experiment_dir: str) -> int:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -217,7 +247,7 @@ def main(argv=None) -> int:
     from datasets.mean_pose import mean_pose_ap
     from datasets.skeletons import get_skeleton
     from datasets.synthetic import SyntheticSpec, ensure_dataset
-    from search.tracking import MLflowTrialCallback, SearchTracker, git_commit, mlflow_ui_command, tracking_uri
+    from search.tracking import MLflowTrialCallback, git_commit, mlflow_ui_command, tracking_uri
     from trainables.worker import load_split
 
     started = time.perf_counter()
@@ -230,13 +260,7 @@ def main(argv=None) -> int:
     base = base_trial_config(args, paths)
     base_flat = base.flat()
 
-    experiment_dir = f"{args.storage_path}/{args.experiment}"
-    if not args.resume and "://" not in experiment_dir and Path(experiment_dir).exists():
-        print(f"error: experiment {args.experiment!r} already exists in {args.storage_path}; "
-              "pass --resume to continue it or choose another --experiment", file=sys.stderr)
-        return 2
-    registry_dir = Path(experiment_dir) if "://" not in experiment_dir else REPO_ROOT / ".cache" / args.experiment
-    tracker = SearchTracker(args.experiment, registry_dir / "mlflow_runs.json")
+    resuming = tracker.parent_run_id is not None
     parent = tracker.start_parent(
         run_name=f"search-{args.space}",
         params={"space": args.space, "searcher": "optuna-tpe", "scheduler": "asha", "metric": args.metric,
@@ -245,14 +269,14 @@ def main(argv=None) -> int:
                 **{f"base.{k}": v for k, v in base_flat.items()}},
         tags={"space": args.space, "git_commit": git_commit(), "experiment_dir": experiment_dir},
     )
-
-    skeleton = get_skeleton(args.dataset)
-    train_records, _ = load_split(base.data.train_ann, base.data.train_images, skeleton.num_keypoints)
-    for split, ann in (("val", base.data.val_ann), ("val_occ", base.data.val_occ_ann)):
-        records, gt = load_split(ann, base.data.val_images, skeleton.num_keypoints)
-        baseline = mean_pose_ap(train_records, records, gt, skeleton.sigmas_array())
-        tracker.client.log_metric(parent, f"baseline_mean_pose/{split}/AP", baseline["AP"])
-        print(f"mean-pose-in-box baseline {split}/AP = {baseline['AP']:.3f}", flush=True)
+    if not resuming:
+        skeleton = get_skeleton(args.dataset)
+        train_records, _ = load_split(base.data.train_ann, base.data.train_images, skeleton.num_keypoints)
+        for split, ann in (("val", base.data.val_ann), ("val_occ", base.data.val_occ_ann)):
+            records, gt = load_split(ann, base.data.val_images, skeleton.num_keypoints)
+            baseline = mean_pose_ap(train_records, records, gt, skeleton.sigmas_array())
+            tracker.client.log_metric(parent, f"baseline_mean_pose/{split}/AP", baseline["AP"])
+            print(f"mean-pose-in-box baseline {split}/AP = {baseline['AP']:.3f}", flush=True)
 
     if args.address:
         ray.init(address=args.address)
@@ -266,8 +290,9 @@ def main(argv=None) -> int:
     trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric),
                                     {"cpu": 0, "memory": DRIVER_MEMORY_BYTES})
     callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter(args.metric)]
-    if args.resume and tune.Tuner.can_restore(experiment_dir):
+    if args.resume:
         print(f"resuming experiment {args.experiment} from {experiment_dir}", flush=True)
+        # The saved run config brings its callbacks back (MLflowTrialCallback re-reads its registry on load).
         tuner = tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=base_flat)
     else:
@@ -289,27 +314,39 @@ def main(argv=None) -> int:
           f"{max_concurrent} at a time; MLflow parent run {parent}", flush=True)
     results = tuner.fit()
 
-    finished = [r for r in results if r.metrics and r.metrics.get("done", False) or r.metrics.get("epoch")]
-    complete = len(results) >= args.num_samples and all(r.error is None for r in results)
-    best = results.get_best_result(metric=args.metric, mode="max", scope="all") if finished else None
-    summary = {"experiment": args.experiment, "wall_s": round(time.perf_counter() - started, 1)}
-    if best is not None:
-        summary["best"] = {k: best.metrics.get(k) for k in ("val/AP", "val_occ/AP", "val/PCKh_0.5", "epoch")}
-        summary["best"]["trial_id"] = best.metrics.get("trial_id")
-        summary["best"]["config"] = {k: best.config[k] for k in sorted(best.config) if k not in base_flat
-                                     or best.config[k] != base_flat[k] or k.startswith(("lja.", "loss."))}
-        for key, value in summary["best"].items():
-            if isinstance(value, (int, float)) and key != "epoch":
-                tracker.client.log_metric(parent, f"best/{key}", value)
+    ended = tracker.ended_trials()
+    complete = len(ended) >= args.num_samples
+    summary = summarize(results, args, base_flat, time.perf_counter() - started)
+    for key, value in summary.get("best", {}).items():
+        if isinstance(value, (int, float)) and key != "epoch":
+            tracker.client.log_metric(parent, f"best/{key}", value)
     tracker.client.log_dict(parent, summary, "search_summary.json")
-    tracker.end_parent("FINISHED" if complete else "KILLED")
     print(json.dumps(summary, indent=1, default=str))
     print(f"\nMLflow runs: {mlflow_ui_command(tracking_uri())}  (experiment {args.experiment!r})")
     if not complete:
-        print(f"search stopped early; continue with: python search/run.py --space {args.space} "
-              f"--experiment {args.experiment} --resume", file=sys.stderr)
-        return 1
+        tracker.mark_unfinished_killed()
+        tracker.end_parent("KILLED")
+        print(f"search stopped with {len(ended)} of {args.num_samples} trials ended; state is in {experiment_dir}. "
+              f"Continue with: python search/run.py --space {args.space} --experiment {args.experiment} "
+              f"--storage-path {args.storage_path} --resume", file=sys.stderr)
+        return 130
+    tracker.end_parent("FINISHED")
     return 0
+
+
+def summarize(results, args, base_flat: dict, wall_s: float) -> dict:
+    summary = {"experiment": args.experiment, "wall_s": round(wall_s, 1)}
+    scored = [r for r in results if r.metrics and isinstance(r.metrics.get(args.metric), (int, float))]
+    if scored:
+        best = results.get_best_result(metric=args.metric, mode="max", scope="all")
+        summary["best"] = {k: best.metrics.get(k) for k in ("val/AP", "val_occ/AP", "val/PCKh_0.5", "epoch")}
+        summary["best"]["trial_id"] = best.metrics.get("trial_id")
+        summary["best"]["config"] = {k: v for k, v in sorted(best.config.items()) if k.startswith(("lja.", "loss."))}
+        summary["trials"] = sorted(
+            ({"trial_id": r.metrics.get("trial_id"), "epochs": r.metrics.get("epoch"),
+              "val/AP": r.metrics.get("val/AP"), "val_occ/AP": r.metrics.get(args.metric)} for r in scored),
+            key=lambda t: -(t["val_occ/AP"] or 0))
+    return summary
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ one writer best) and run ids live in one file beside the experiment state, ready
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from ray import tune
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 LOGGED_EXTRA_METRICS = ("epoch_time_s",)
+STEP_MARKER_METRIC = "epoch_time_s"  # logged with every epoch; its history says which epochs a run has
 ARTIFACT_FILES = ("model.pt", "trial_config.json")
 
 
@@ -58,16 +60,26 @@ def epoch_metrics(result: dict) -> dict[str, float]:
 
 
 class RunRegistry:
-    """trial_id -> MLflow run id, plus the parent run id, persisted as JSON in the experiment directory."""
+    """trial_id -> MLflow run id, the parent run id, the search settings and each trial's best epoch, kept as
+    JSON beside the experiment state. Every edit re-reads the file first, so several holders (the driver and a
+    restored callback) never overwrite each other's entries."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"parent": None, "trials": {}}
 
-    def save(self) -> None:
+    def read(self) -> dict:
+        data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        for key, empty in (("parent", None), ("trials", {}), ("best", {}), ("settings", {})):
+            data.setdefault(key, empty)
+        return data
+
+    @contextlib.contextmanager
+    def editing(self):
+        data = self.read()
+        yield data
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.path)
 
 
@@ -75,13 +87,15 @@ class SearchTracker:
     """Owns the parent run; hands out child runs; survives restarts through its RunRegistry."""
 
     def __init__(self, experiment: str, registry_path: Path, uri: str | None = None):
-        self.client = MlflowClient(uri or tracking_uri())
+        self.experiment = experiment
+        self.uri = uri or tracking_uri()
+        self.client = MlflowClient(self.uri)
         self.experiment_id = ensure_experiment(self.client, experiment)
         self.registry = RunRegistry(registry_path)
 
     @property
     def parent_run_id(self) -> str | None:
-        return self.registry.data["parent"]
+        return self.registry.read()["parent"]
 
     def start_parent(self, run_name: str, params: dict, tags: dict) -> str:
         if self.parent_run_id is not None:
@@ -89,8 +103,8 @@ class SearchTracker:
             return self.parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in params.items()])
-        self.registry.data["parent"] = run.info.run_id
-        self.registry.save()
+        with self.registry.editing() as data:
+            data["parent"] = run.info.run_id
         return run.info.run_id
 
     def end_parent(self, status: str) -> None:
@@ -98,9 +112,9 @@ class SearchTracker:
             self.client.set_terminated(self.parent_run_id, status=status)
 
     def child_run(self, trial_id: str, trial_name: str, params: dict) -> str:
-        known = self.registry.data["trials"].get(trial_id)
+        """The trial's run: created once, reattached (never duplicated) when a resumed search sees it again."""
+        known = self.registry.read()["trials"].get(trial_id)
         if known is not None:
-            self.client.update_run(known, status="RUNNING")
             return known
         run = self.client.create_run(
             self.experiment_id,
@@ -109,48 +123,77 @@ class SearchTracker:
         )
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
-        self.registry.data["trials"][trial_id] = run_id
-        self.registry.save()
+        with self.registry.editing() as data:
+            data["trials"][trial_id] = run_id
         return run_id
+
+    def trial_statuses(self) -> dict[str, str]:
+        return {tid: self.client.get_run(rid).info.status for tid, rid in self.registry.read()["trials"].items()}
+
+    def ended_trials(self) -> list[str]:
+        return [tid for tid, status in self.trial_statuses().items() if status in ("FINISHED", "FAILED")]
+
+    def mark_unfinished_killed(self) -> None:
+        trials = self.registry.read()["trials"]
+        for tid, status in self.trial_statuses().items():
+            if status == "RUNNING":
+                self.client.set_terminated(trials[tid], status="KILLED")
 
 
 class MLflowTrialCallback(tune.Callback):
-    """Streams each trial's epochs into its child run; stores the best checkpoint when the trial ends."""
+    """Streams each trial's epochs into its child run; stores the best checkpoint when the trial ends.
+
+    Tune pickles its callbacks into the experiment state; a restored search unpickles this one, so only the
+    store's coordinates are pickled and the live tracker is rebuilt from the registry file on disk.
+    """
 
     def __init__(self, tracker: SearchTracker, base_config: dict, metric: str, mode: str = "max"):
         self.tracker = tracker
         self.base_config = base_config
         self.metric = metric
         self.sign = 1 if mode == "max" else -1
-        self.best: dict[str, tuple[float, dict]] = {}
+
+    def __getstate__(self):
+        return {"experiment": self.tracker.experiment, "registry": str(self.tracker.registry.path),
+                "uri": self.tracker.uri, "base_config": self.base_config, "metric": self.metric, "sign": self.sign}
+
+    def __setstate__(self, state):
+        self.tracker = SearchTracker(state["experiment"], Path(state["registry"]), state["uri"])
+        self.base_config, self.metric, self.sign = state["base_config"], state["metric"], state["sign"]
 
     def _run_id(self, trial) -> str:
         return self.tracker.child_run(trial.trial_id, str(trial), {**self.base_config, **trial.config})
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run_id(trial)
+        run_id = self._run_id(trial)
+        self.tracker.client.update_run(run_id, status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_id(trial)
         now = int(time.time() * 1000)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = epoch_metrics(result)
-        self.tracker.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        # Exactly once per epoch: a resumed trial re-reports its restored epoch, which may already be here.
+        # MLflow itself is the record (log_batch is one transaction), so no side file can disagree with it.
+        logged = {m.step for m in self.tracker.client.get_metric_history(run_id, STEP_MARKER_METRIC)}
+        if step not in logged:
+            self.tracker.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
         score = metrics.get(self.metric)
-        if score is not None:
-            best = self.best.get(trial.trial_id)
-            if best is None or self.sign * score > self.sign * best[0]:
-                self.best[trial.trial_id] = (score, {**metrics, "epoch": step,
-                                                     "checkpoint_path": result.get("checkpoint_path")})
+        if score is None:
+            return
+        with self.tracker.registry.editing() as data:
+            best = data["best"].get(trial.trial_id)
+            if best is None or self.sign * score > self.sign * best["score"]:
+                data["best"][trial.trial_id] = {"score": score, "epoch": step, "metrics": metrics,
+                                                "checkpoint_path": result.get("checkpoint_path")}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
-        best = self.best.get(trial.trial_id)
+        best = self.tracker.registry.read()["best"].get(trial.trial_id)
         if best is not None:
-            score, best_metrics = best
-            self.tracker.client.log_dict(run_id, best_metrics, "best_metrics.json")
-            self.tracker.client.log_metric(run_id, f"best/{self.metric}", score)
-            checkpoint = best_metrics.get("checkpoint_path")
+            self.tracker.client.log_dict(run_id, best, "best_metrics.json")
+            self.tracker.client.log_metric(run_id, f"best/{self.metric}", best["score"])
+            checkpoint = best.get("checkpoint_path")
             if checkpoint and Path(checkpoint).is_dir():
                 for name in ARTIFACT_FILES:
                     if (Path(checkpoint) / name).exists():

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "trial_config.json"
+METRICS_FILE = "metrics.json"
 
 
 class LocalReporter:
@@ -123,6 +124,10 @@ def fit(cfg: TrialConfig, reporter) -> None:
         lr_scheduler.load_state_dict(state["lr_scheduler"])
         start_epoch = state["epoch"] + 1
         log.info("restored from %s, continuing at epoch %d", restored, start_epoch)
+        # Report the restored epoch once more: if the previous run died between saving this checkpoint and
+        # its metrics reaching the tracker, they arrive now (the tracker drops epochs it already has).
+        if (restored / METRICS_FILE).exists():
+            reporter.report(json.loads((restored / METRICS_FILE).read_text()), None)
 
     eval_splits = {}
     if reporter.rank == 0:
@@ -155,6 +160,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
                 torch.save({"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
                             "epoch": epoch}, Path(tmp) / STATE_FILE)
                 (Path(tmp) / CONFIG_FILE).write_text(json.dumps(cfg.flat(), default=list))
+                (Path(tmp) / METRICS_FILE).write_text(json.dumps(metrics))
                 reporter.report(metrics, Path(tmp))
         else:
             reporter.report(metrics, None)

@@ -1,0 +1,68 @@
+"""Ctrl-C then --resume: state on disk, MLflow runs reattached (never duplicated), epochs continue."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def search(work, dataset_cache, *extra):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "OCCPOSE_CACHE": str(dataset_cache),
+           "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "lja", "--smoke",
+         "--storage-path", str(work / "ray"), "--experiment", "interrupted", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work, env=env,
+    )
+
+
+def wait_for_line(proc, needle: str, timeout: float) -> list[str]:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    proc.kill()
+    raise AssertionError(f"{needle!r} not seen; output tail:\n{''.join(seen[-40:])}")
+
+
+def test_ctrl_c_keeps_state_and_resume_completes_without_duplicates(tmp_path, dataset_cache):
+    proc = search(tmp_path, dataset_cache, "--num-samples", "2", "--epochs", "3", "--max-concurrent", "1")
+    wait_for_line(proc, "] epoch 1:", timeout=600)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, output[-3000:]
+    assert "--resume" in output
+    assert list((tmp_path / "ray" / "interrupted").glob("experiment_state*.json"))
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("interrupted")
+    parent = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parent) == 1 and parent[0].info.status == "KILLED"
+
+    resumed = search(tmp_path, dataset_cache, "--resume")
+    output, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, output[-4000:]
+
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2
+    assert len({c.data.tags["trial_id"] for c in children}) == 2
+    for child in children:
+        assert child.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/AP")]
+        # every epoch logged exactly once, in order, up to where ASHA let the trial run
+        assert steps == list(range(1, len(steps) + 1)) and steps, steps
+    assert max(len(client.get_metric_history(c.info.run_id, "val/AP")) for c in children) == 3
