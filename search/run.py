@@ -170,7 +170,8 @@ def make_trial_driver(experiment_storage: str, metric: str):
             run_config=ray.train.RunConfig(
                 # A stable name per trial: a restarted trial finds its Train run and resumes its checkpoint.
                 name=tune.get_context().get_trial_id(),
-                storage_path=f"{experiment_storage}/train_runs",
+                # Outside Tune's own experiment directory, which Tune re-syncs from its staging copy on restore.
+                storage_path=f"{experiment_storage}.train",
                 callbacks=[TuneReportCallback()],
                 checkpoint_config=ray.train.CheckpointConfig(
                     num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order="max"
@@ -185,22 +186,6 @@ def make_trial_driver(experiment_storage: str, metric: str):
 
 def short_trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
-
-
-class ProgressPrinter:
-    """One line per trial epoch, so a long search shows it is alive between Tune's status tables."""
-
-    def __new__(cls, metric: str):
-        from ray import tune
-
-        class _Printer(tune.Callback):
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                parts = [f"{k}={result[k]:.3f}" for k in ("val/AP", "val_occ/AP", "val/PCKh_0.5", "train/loss")
-                         if isinstance(result.get(k), (int, float))]
-                print(f"[{trial.trial_id}] epoch {result.get('epoch')}: {' '.join(parts)} "
-                      f"({result.get('train/images_per_s', 0):.0f} img/s)", flush=True)
-
-        return _Printer()
 
 
 RESUMED_SETTINGS = ("space", "num_samples", "epochs", "grace_period", "smoke", "seed", "metric",
@@ -247,7 +232,7 @@ def run_search(args, tracker, experiment_dir: str) -> int:
     from datasets.mean_pose import mean_pose_ap
     from datasets.skeletons import get_skeleton
     from datasets.synthetic import SyntheticSpec, ensure_dataset
-    from search.tracking import MLflowTrialCallback, git_commit, mlflow_ui_command, tracking_uri
+    from search.tracking import MLflowTrialCallback, ProgressPrinter, git_commit, mlflow_ui_command, tracking_uri
     from trainables.worker import load_split
 
     started = time.perf_counter()
@@ -281,7 +266,9 @@ def run_search(args, tracker, experiment_dir: str) -> int:
     if args.address:
         ray.init(address=args.address)
     else:
-        ray.init(include_dashboard=False)
+        # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner polls to free the
+        # CPUs of trials that ASHA stopped; without it, stopped trials keep their resources and the search stalls.
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
     cpus = int(ray.cluster_resources().get("CPU", 1))
     per_trial = args.workers_per_trial * args.cpus_per_worker
     max_concurrent = args.max_concurrent or max(1, cpus // per_trial)
@@ -289,7 +276,7 @@ def run_search(args, tracker, experiment_dir: str) -> int:
     # The trial driver only waits on its TorchTrainer: it reserves memory, not a CPU the workers need.
     trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric),
                                     {"cpu": 0, "memory": DRIVER_MEMORY_BYTES})
-    callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter(args.metric)]
+    callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter()]
     if args.resume:
         print(f"resuming experiment {args.experiment} from {experiment_dir}", flush=True)
         # The saved run config brings its callbacks back (MLflowTrialCallback re-reads its registry on load).

@@ -209,6 +209,16 @@ class MLflowTrialCallback(tune.Callback):
         self.tracker.client.set_terminated(run_id, status="FAILED")
 
 
+class ProgressPrinter(tune.Callback):
+    """One line per trial epoch, so a long search shows it is alive between Tune's status tables."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        parts = [f"{k}={result[k]:.3f}" for k in ("val/AP", "val_occ/AP", "val/PCKh_0.5", "train/loss")
+                 if isinstance(result.get(k), (int, float))]
+        print(f"[{trial.trial_id}] epoch {result.get('epoch')}: {' '.join(parts)} "
+              f"({result.get('train/images_per_s', 0):.0f} img/s)", flush=True)
+
+
 def _param(value) -> str:
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
 
