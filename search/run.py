@@ -31,6 +31,7 @@ class Budget:
     """What a search spends; --smoke picks the small one, explicit flags override either."""
 
     num_samples: int
+    time_budget_min: float  # 0 = no limit
     epochs: int
     grace_period: int
     reduction_factor: int
@@ -43,9 +44,9 @@ class Budget:
 
 
 # Sized for a 2-core laptop: see README "Measured" for the wall time and AP this gives.
-DEFAULT_BUDGET = Budget(num_samples=5, epochs=6, grace_period=1, reduction_factor=3, train_images=1500,
-                        val_images=250, input_h=96, input_w=64, deconv_channels=128, batch_size=16)
-SMOKE_BUDGET = Budget(num_samples=2, epochs=1, grace_period=1, reduction_factor=2, train_images=24,
+DEFAULT_BUDGET = Budget(num_samples=5, time_budget_min=13.0, epochs=6, grace_period=1, reduction_factor=3,
+                        train_images=1200, val_images=250, input_h=96, input_w=64, deconv_channels=128, batch_size=16)
+SMOKE_BUDGET = Budget(num_samples=2, time_budget_min=0.0, epochs=1, grace_period=1, reduction_factor=2, train_images=24,
                       val_images=8, input_h=96, input_w=64, deconv_channels=32, batch_size=16)
 
 
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="synthetic", choices=["synthetic"],
                    help="dataset; 'synthetic' is generated once and cached under .cache/")
     p.add_argument("--num-samples", type=positive_int, help="number of trials (default 5; 2 with --smoke)")
+    p.add_argument("--time-budget", dest="time_budget_min", type=non_negative_float,
+                   help="minutes the search may run; trials still running then are stopped and it ends "
+                   "(default 13 on the embedded default, 0 = no limit; 0 with --smoke)")
     p.add_argument("--epochs", type=positive_int, help="epochs of a trial that is never stopped early "
                    "(default 6; 1 with --smoke)")
     p.add_argument("--grace-period", type=positive_int, help="ASHA: epochs before a trial may be stopped")
@@ -105,7 +109,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.resume and not args.experiment:
         parser.error("--resume needs --experiment NAME (the name printed when the search started)")
     budget = SMOKE_BUDGET if args.smoke else DEFAULT_BUDGET
-    for flag in ("num_samples", "epochs", "grace_period"):
+    for flag in ("num_samples", "time_budget_min", "epochs", "grace_period"):
         if getattr(args, flag) is None:
             setattr(args, flag, getattr(budget, flag))
     args.grace_period = min(args.grace_period, args.epochs)
@@ -188,7 +192,7 @@ def short_trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-RESUMED_SETTINGS = ("space", "num_samples", "epochs", "grace_period", "smoke", "seed", "metric",
+RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_period", "smoke", "seed", "metric",
                     "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "max_concurrent")
 
 
@@ -291,19 +295,26 @@ def run_search(args, tracker, experiment_dir: str) -> int:
             trainable,
             param_space=base_flat,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.num_samples,
+                                        time_budget_s=args.time_budget_min * 60 or None,
                                         max_concurrent_trials=max_concurrent,
                                         trial_name_creator=short_trial_name,
                                         trial_dirname_creator=short_trial_name),
             run_config=tune.RunConfig(name=args.experiment, storage_path=args.storage_path, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=2), verbose=1),
         )
-    print(f"experiment {args.experiment}: {args.num_samples} trials x <= {args.epochs} epochs, "
+    budget_note = f", {args.time_budget_min:g} min budget" if args.time_budget_min else ""
+    print(f"experiment {args.experiment}: {args.num_samples} trials x <= {args.epochs} epochs{budget_note}, "
           f"{max_concurrent} at a time; MLflow parent run {parent}", flush=True)
+    fit_started = time.monotonic()
     results = tuner.fit()
 
     ended = tracker.ended_trials()
-    complete = len(ended) >= args.num_samples
+    # A search ends when every trial has ended or its time budget is spent (Tune then stops running trials).
+    budget_spent = bool(args.time_budget_min) and time.monotonic() - fit_started >= args.time_budget_min * 60
+    complete = len(ended) >= args.num_samples or (budget_spent and not tracker.trial_statuses_running())
     summary = summarize(results, args, base_flat, time.perf_counter() - started)
+    summary["trials_ended"] = len(ended)
+    summary["ended_by"] = "all trials" if len(ended) >= args.num_samples else "time budget" if complete else "interrupt"
     for key, value in summary.get("best", {}).items():
         if isinstance(value, (int, float)) and key != "epoch":
             tracker.client.log_metric(parent, f"best/{key}", value)

@@ -133,6 +133,9 @@ class SearchTracker:
     def ended_trials(self) -> list[str]:
         return [tid for tid, status in self.trial_statuses().items() if status in ("FINISHED", "FAILED")]
 
+    def trial_statuses_running(self) -> list[str]:
+        return [tid for tid, status in self.trial_statuses().items() if status == "RUNNING"]
+
     def mark_unfinished_killed(self) -> None:
         trials = self.registry.read()["trials"]
         for tid, status in self.trial_statuses().items():
