@@ -50,24 +50,23 @@ SMOKE_BUDGET = Budget(num_samples=2, time_budget_min=0.0, epochs=1, grace_period
                       val_images=8, input_h=96, input_w=64, deconv_channels=32, batch_size=16)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def bounded(kind, minimum, label: str):
+    """An argparse type: `kind` parsed from text, at least `minimum`; argparse turns errors into exit 2."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {label}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {label}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+positive_int = bounded(int, 1, "a positive integer")
+non_negative_float = bounded(float, 0.0, "a number >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,10 +307,13 @@ def run_search(args, tracker, experiment_dir: str) -> int:
     fit_started = time.monotonic()
     results = tuner.fit()
 
-    ended = tracker.ended_trials()
-    # A search ends when every trial has ended or its time budget is spent (Tune then stops running trials).
+    # A search ends when every trial has ended or its time budget is spent; Tune then stops the running trials
+    # without reporting their end, so their runs are closed here.
     budget_spent = bool(args.time_budget_min) and time.monotonic() - fit_started >= args.time_budget_min * 60
-    complete = len(ended) >= args.num_samples or (budget_spent and not tracker.trial_statuses_running())
+    if budget_spent:
+        tracker.finish_running_trials(args.metric, stopped_by="time budget")
+    ended = tracker.ended_trials()
+    complete = len(ended) >= args.num_samples or budget_spent
     summary = summarize(results, args, base_flat, time.perf_counter() - started)
     summary["trials_ended"] = len(ended)
     summary["ended_by"] = "all trials" if len(ended) >= args.num_samples else "time budget" if complete else "interrupt"

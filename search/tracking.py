@@ -127,6 +127,29 @@ class SearchTracker:
             data["trials"][trial_id] = run_id
         return run_id
 
+    def finish_trial(self, trial_id: str, metric: str, final_metrics: dict, stopped_by: str | None = None) -> None:
+        """Close a trial's run: best epoch's metrics and checkpoint as artifacts, final metrics, FINISHED."""
+        run_id = self.registry.read()["trials"][trial_id]
+        best = self.registry.read()["best"].get(trial_id)
+        if best is not None:
+            self.client.log_dict(run_id, best, "best_metrics.json")
+            self.client.log_metric(run_id, f"best/{metric}", best["score"])
+            checkpoint = best.get("checkpoint_path")
+            if checkpoint and Path(checkpoint).is_dir():
+                for name in ARTIFACT_FILES:
+                    if (Path(checkpoint) / name).exists():
+                        self.client.log_artifact(run_id, str(Path(checkpoint) / name), "best_checkpoint")
+        self.client.log_dict(run_id, final_metrics, "final_metrics.json")
+        if stopped_by:
+            self.client.set_tag(run_id, "stopped_by", stopped_by)
+        self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+
+    def finish_running_trials(self, metric: str, stopped_by: str) -> None:
+        """Trials a search stopped without Tune reporting their end (its time budget ran out)."""
+        for trial_id in self.trial_statuses_running():
+            run = self.client.get_run(self.registry.read()["trials"][trial_id])
+            self.finish_trial(trial_id, metric, dict(run.data.metrics), stopped_by)
+
     def trial_statuses(self) -> dict[str, str]:
         return {tid: self.client.get_run(rid).info.status for tid, rid in self.registry.read()["trials"].items()}
 
@@ -191,19 +214,8 @@ class MLflowTrialCallback(tune.Callback):
                                                 "checkpoint_path": result.get("checkpoint_path")}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
-        best = self.tracker.registry.read()["best"].get(trial.trial_id)
-        if best is not None:
-            self.tracker.client.log_dict(run_id, best, "best_metrics.json")
-            self.tracker.client.log_metric(run_id, f"best/{self.metric}", best["score"])
-            checkpoint = best.get("checkpoint_path")
-            if checkpoint and Path(checkpoint).is_dir():
-                for name in ARTIFACT_FILES:
-                    if (Path(checkpoint) / name).exists():
-                        self.tracker.client.log_artifact(run_id, str(Path(checkpoint) / name), "best_checkpoint")
-        if trial.last_result:
-            self.tracker.client.log_dict(run_id, epoch_metrics(trial.last_result), "final_metrics.json")
-        self.tracker.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+        self._run_id(trial)
+        self.tracker.finish_trial(trial.trial_id, self.metric, epoch_metrics(trial.last_result or {}))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
