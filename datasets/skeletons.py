@@ -53,7 +53,31 @@ COCO17 = Skeleton(
     sigmas=(.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089),
 )
 
-SKELETONS = {"coco": COCO17, "synthetic": COCO17}
+MPII_KEYPOINTS = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+    "pelvis", "thorax", "upper_neck", "head_top",
+    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
+)
+
+MPII16 = Skeleton(
+    name="mpii",
+    keypoints=MPII_KEYPOINTS,  # the official MPII joint order (as in mpii_gt_val.mat's dataset_joints)
+    flip_pairs=((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)),
+    limb_joints=(0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15),
+    limb_chains=(
+        (15, 14, 13, 12, 11, 10),  # l wrist - l elbow - l shoulder - r shoulder - r elbow - r wrist
+        (5, 4, 3, 2, 1, 0),        # l ankle - l knee - l hip - r hip - r knee - r ankle
+    ),
+    bones=(
+        (0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
+        (8, 12), (12, 11), (11, 10), (8, 13), (13, 14), (14, 15),
+    ),
+    # MMPose's MPII sigmas (configs/_base_/datasets/mpii.py, "adapted from COCO"), in MPII joint order. MPII is
+    # scored by PCKh, not OKS; these only matter where an OKS is computed on MPII-layout keypoints.
+    sigmas=(.089, .083, .107, .107, .083, .089, .026, .026, .026, .026, .062, .072, .179, .179, .072, .062),
+)
+
+SKELETONS = {"coco": COCO17, "synthetic": COCO17, "mpii": MPII16}
 
 
 def get_skeleton(name: str) -> Skeleton:

@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Score predictions with a benchmark's standard protocol and print one JSON object on stdout.
+
+    python datasets/evaluate.py --dataset coco    --gt person_keypoints_val2017.json --pred results.json
+    python datasets/evaluate.py --dataset ochuman --gt ochuman_val.json             --pred results.json
+    python datasets/evaluate.py --dataset mpii    --gt mpii_gt_val.mat              --pred pred.mat
+
+COCO / OCHuman: PRED is a COCO keypoint results json (a list of {image_id, category_id, keypoints, score}); the
+keys are AP AP50 AP75 AP_M AP_L AR AR50 AR75 AR_M AR_L (pycocotools COCOeval, COCO's 17 sigmas).
+MPII: GT is a .mat in the official mpii_gt_val.mat layout, PRED a .mat whose `preds` is (N, 16, 2) of 0-based pixel
+coordinates in GT joint order (the pred.mat HRNet and MMPose write is already 1-based: subtract 1 first); the keys
+are Head Shoulder Elbow Wrist Hip Knee Ankle Mean Mean@0.1 (PCKh percentages, see datasets/mpii_eval.py).
+Bad input exits with status 2 and a message naming the file and field.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # `python datasets/evaluate.py` from a checkout without an editable install
+    sys.path.insert(0, str(REPO_ROOT))
+
+from datasets.mpii_eval import MpiiFormatError, check_preds, load_mpii_gt, load_mpii_preds, pckh_table  # noqa: E402
+from datasets.skeletons import COCO17  # noqa: E402
+
+DATASETS = ("coco", "ochuman", "mpii")
+RESULT_FIELDS = ("image_id", "category_id", "keypoints", "score")
+
+
+class InputError(Exception):
+    """Bad user input: reported on stderr with exit status 2."""
+
+
+def _read_json(path: Path, role: str):
+    if not path.is_file():
+        raise InputError(f"{role} file {path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{role} file {path}: not valid JSON ({exc})") from None
+
+
+def _check_results(results, path: Path, gt_image_ids: set, num_keypoints: int) -> list[dict]:
+    if not isinstance(results, list):
+        raise InputError(f"--pred {path}: a COCO results file must be a JSON list, got {type(results).__name__}")
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise InputError(f"--pred {path}: entry {i} is {type(r).__name__}, expected an object")
+        for field in RESULT_FIELDS:
+            if field not in r:
+                raise InputError(f"--pred {path}: entry {i} has no field {field!r}")
+        kpts = r["keypoints"]
+        if not isinstance(kpts, list) or len(kpts) != 3 * num_keypoints:
+            size = len(kpts) if isinstance(kpts, list) else type(kpts).__name__
+            raise InputError(f"--pred {path}: entry {i} field 'keypoints' has {size} values, "
+                             f"expected {3 * num_keypoints} (x, y, score for {num_keypoints} keypoints)")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in kpts):
+            raise InputError(f"--pred {path}: entry {i} field 'keypoints' holds a non-finite or non-numeric value")
+        if not isinstance(r["score"], (int, float)) or not math.isfinite(r["score"]):
+            raise InputError(f"--pred {path}: entry {i} field 'score' is not a finite number")
+        if r["image_id"] not in gt_image_ids:
+            raise InputError(f"--pred {path}: entry {i} field 'image_id' {r['image_id']!r} is not an image of the "
+                             f"ground truth")
+    return results
+
+
+def evaluate_coco_style(gt_path: Path, pred_path: Path) -> dict[str, float]:
+    from datasets.metrics import oks_ap, quiet
+    from pycocotools.coco import COCO
+
+    gt_data = _read_json(gt_path, "--gt")
+    if not isinstance(gt_data, dict) or not isinstance(gt_data.get("annotations"), list) \
+            or not isinstance(gt_data.get("images"), list):
+        raise InputError(f"--gt {gt_path}: not a COCO annotation file (needs 'images' and 'annotations' lists)")
+    for i, ann in enumerate(gt_data["annotations"]):
+        for field in ("keypoints", "image_id", "bbox", "area", "iscrowd"):
+            if field not in ann:
+                raise InputError(f"--gt {gt_path}: annotation {i} has no field {field!r}")
+        if len(ann["keypoints"]) != 3 * COCO17.num_keypoints:
+            raise InputError(f"--gt {gt_path}: annotation {i} field 'keypoints' has {len(ann['keypoints'])} values, "
+                             f"expected {3 * COCO17.num_keypoints}")
+    results = _check_results(_read_json(pred_path, "--pred"), pred_path,
+                             {img["id"] for img in gt_data["images"]}, COCO17.num_keypoints)
+    with quiet():
+        gt = COCO()
+        gt.dataset = gt_data
+        gt.createIndex()
+    return oks_ap(gt, results, COCO17.sigmas_array())
+
+
+def evaluate_mpii(gt_path: Path, pred_path: Path) -> dict[str, float]:
+    try:
+        preds = load_mpii_preds(pred_path, key="preds")
+        gt = load_mpii_gt(gt_path)
+        check_preds(preds, source=f"--pred {pred_path}: field 'preds'", num_persons=gt.num_persons)
+        return pckh_table(preds, gt)
+    except MpiiFormatError as exc:
+        raise InputError(str(exc)) from None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="benchmark protocol to apply")
+    p.add_argument("--gt", required=True, type=Path, help="ground truth: COCO json (coco, ochuman) or .mat (mpii)")
+    p.add_argument("--pred", required=True, type=Path,
+                   help="predictions: COCO results json (coco, ochuman) or .mat with `preds` (N, 16, 2) (mpii)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.dataset == "mpii":
+            stats = evaluate_mpii(args.gt, args.pred)
+        else:
+            stats = evaluate_coco_style(args.gt, args.pred)
+    except InputError as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
