@@ -4,9 +4,13 @@
     python datasets/evaluate.py --dataset coco    --gt person_keypoints_val2017.json --pred results.json
     python datasets/evaluate.py --dataset ochuman --gt ochuman_val.json             --pred results.json
     python datasets/evaluate.py --dataset mpii    --gt mpii_gt_val.mat              --pred pred.mat
+    python datasets/evaluate.py --dataset crowdpose --gt crowdpose_test.json        --pred results.json
 
 COCO / OCHuman: PRED is a COCO keypoint results json (a list of {image_id, category_id, keypoints, score}); the
 keys are AP AP50 AP75 AP_M AP_L AR AR50 AR75 AR_M AR_L (pycocotools COCOeval, COCO's 17 sigmas).
+CrowdPose: the same file formats with 14 keypoints (GT needs no `area`, but each image needs `crowdIndex`); the keys
+are AP AP50 AP75 AR AR50 AR75 AP_E AP_M AP_H, equal to the official xtcocotools 'keypoints_crowd' evaluation
+(see datasets/crowdpose_eval.py).
 MPII: GT is a .mat in the official mpii_gt_val.mat layout, PRED a .mat whose `preds` is (N, 16, 2) of 0-based pixel
 coordinates in GT joint order (the pred.mat HRNet and MMPose write is already 1-based: subtract 1 first); the keys
 are Head Shoulder Elbow Wrist Hip Knee Ankle Mean Mean@0.1 (PCKh percentages, see datasets/mpii_eval.py).
@@ -25,9 +29,9 @@ if str(REPO_ROOT) not in sys.path:  # `python datasets/evaluate.py` from a check
     sys.path.insert(0, str(REPO_ROOT))
 
 from datasets.mpii_eval import MpiiFormatError, check_preds, load_mpii_gt, load_mpii_preds, pckh_table  # noqa: E402
-from datasets.skeletons import COCO17  # noqa: E402
+from datasets.skeletons import COCO17, CROWDPOSE14  # noqa: E402
 
-DATASETS = ("coco", "ochuman", "mpii")
+DATASETS = ("coco", "ochuman", "mpii", "crowdpose")
 RESULT_FIELDS = ("image_id", "category_id", "keypoints", "score")
 
 
@@ -92,6 +96,34 @@ def evaluate_coco_style(gt_path: Path, pred_path: Path) -> dict[str, float]:
     return oks_ap(gt, results, COCO17.sigmas_array())
 
 
+def evaluate_crowdpose(gt_path: Path, pred_path: Path) -> dict[str, float]:
+    from datasets.crowdpose_eval import crowdpose_ap
+    from datasets.metrics import quiet
+    from pycocotools.coco import COCO
+
+    gt_data = _read_json(gt_path, "--gt")
+    if not isinstance(gt_data, dict) or not isinstance(gt_data.get("annotations"), list) \
+            or not isinstance(gt_data.get("images"), list):
+        raise InputError(f"--gt {gt_path}: not a COCO annotation file (needs 'images' and 'annotations' lists)")
+    for i, img in enumerate(gt_data["images"]):
+        if not isinstance(img, dict) or "id" not in img or "crowdIndex" not in img:
+            raise InputError(f"--gt {gt_path}: image {i} needs fields 'id' and 'crowdIndex'")
+    for i, ann in enumerate(gt_data["annotations"]):
+        for field in ("keypoints", "image_id", "category_id", "bbox", "iscrowd", "num_keypoints"):
+            if field not in ann:
+                raise InputError(f"--gt {gt_path}: annotation {i} has no field {field!r}")
+        if len(ann["keypoints"]) != 3 * CROWDPOSE14.num_keypoints:
+            raise InputError(f"--gt {gt_path}: annotation {i} field 'keypoints' has {len(ann['keypoints'])} values, "
+                             f"expected {3 * CROWDPOSE14.num_keypoints}")
+    results = _check_results(_read_json(pred_path, "--pred"), pred_path,
+                             {img["id"] for img in gt_data["images"]}, CROWDPOSE14.num_keypoints)
+    with quiet():
+        gt = COCO()
+        gt.dataset = gt_data
+        gt.createIndex()
+    return crowdpose_ap(gt, results, CROWDPOSE14.sigmas_array())
+
+
 def evaluate_mpii(gt_path: Path, pred_path: Path) -> dict[str, float]:
     try:
         preds = load_mpii_preds(pred_path, key="preds")
@@ -106,9 +138,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, choices=DATASETS, help="benchmark protocol to apply")
-    p.add_argument("--gt", required=True, type=Path, help="ground truth: COCO json (coco, ochuman) or .mat (mpii)")
+    p.add_argument("--gt", required=True, type=Path, help="ground truth: COCO json (coco, ochuman, crowdpose) or .mat (mpii)")
     p.add_argument("--pred", required=True, type=Path,
-                   help="predictions: COCO results json (coco, ochuman) or .mat with `preds` (N, 16, 2) (mpii)")
+                   help="predictions: COCO results json (coco, ochuman, crowdpose) or .mat with `preds` (N, 16, 2) (mpii)")
     return p.parse_args(argv)
 
 
@@ -117,6 +149,8 @@ def main(argv=None) -> int:
     try:
         if args.dataset == "mpii":
             stats = evaluate_mpii(args.gt, args.pred)
+        elif args.dataset == "crowdpose":
+            stats = evaluate_crowdpose(args.gt, args.pred)
         else:
             stats = evaluate_coco_style(args.gt, args.pred)
     except InputError as exc:

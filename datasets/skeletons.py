@@ -77,7 +77,29 @@ MPII16 = Skeleton(
     sigmas=(.089, .083, .107, .107, .083, .089, .026, .026, .026, .026, .062, .072, .179, .179, .072, .062),
 )
 
-SKELETONS = {"coco": COCO17, "synthetic": COCO17, "mpii": MPII16}
+CROWDPOSE_KEYPOINTS = (
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "top_head", "neck",
+)
+
+CROWDPOSE14 = Skeleton(
+    name="crowdpose",
+    keypoints=CROWDPOSE_KEYPOINTS,  # the CrowdPose annotation order ('head' in the json is top_head here)
+    flip_pairs=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11)),
+    limb_joints=tuple(range(12)),
+    limb_chains=(
+        (4, 2, 0, 1, 3, 5),    # l wrist - l elbow - l shoulder - r shoulder - r elbow - r wrist
+        (10, 8, 6, 7, 9, 11),  # l ankle - l knee - l hip - r hip - r knee - r ankle
+    ),
+    bones=(
+        (12, 13), (13, 0), (13, 1), (0, 2), (2, 4), (1, 3), (3, 5), (0, 6), (1, 7), (6, 7),
+        (6, 8), (8, 10), (7, 9), (9, 11),
+    ),
+    # The CrowdPose OKS sigmas (xtcocotools / MMPose crowdpose config), in CrowdPose keypoint order.
+    sigmas=(.079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089, .079, .079),
+)
+
+SKELETONS = {"coco": COCO17, "synthetic": COCO17, "mpii": MPII16, "crowdpose": CROWDPOSE14}
 
 
 def get_skeleton(name: str) -> Skeleton:
