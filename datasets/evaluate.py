@@ -72,55 +72,51 @@ def _check_results(results, path: Path, gt_image_ids: set, num_keypoints: int) -
     return results
 
 
-def evaluate_coco_style(gt_path: Path, pred_path: Path) -> dict[str, float]:
-    from datasets.metrics import oks_ap, quiet
+def _load_coco_style(gt_path: Path, pred_path: Path, skeleton, ann_fields: tuple[str, ...],
+                     image_fields: tuple[str, ...] = ("id",)):
+    """Validated ground truth (as a pycocotools COCO) and results for a COCO-format dataset."""
     from pycocotools.coco import COCO
 
-    gt_data = _read_json(gt_path, "--gt")
-    if not isinstance(gt_data, dict) or not isinstance(gt_data.get("annotations"), list) \
-            or not isinstance(gt_data.get("images"), list):
-        raise InputError(f"--gt {gt_path}: not a COCO annotation file (needs 'images' and 'annotations' lists)")
-    for i, ann in enumerate(gt_data["annotations"]):
-        for field in ("keypoints", "image_id", "bbox", "area", "iscrowd"):
-            if field not in ann:
-                raise InputError(f"--gt {gt_path}: annotation {i} has no field {field!r}")
-        if len(ann["keypoints"]) != 3 * COCO17.num_keypoints:
-            raise InputError(f"--gt {gt_path}: annotation {i} field 'keypoints' has {len(ann['keypoints'])} values, "
-                             f"expected {3 * COCO17.num_keypoints}")
-    results = _check_results(_read_json(pred_path, "--pred"), pred_path,
-                             {img["id"] for img in gt_data["images"]}, COCO17.num_keypoints)
-    with quiet():
-        gt = COCO()
-        gt.dataset = gt_data
-        gt.createIndex()
-    return oks_ap(gt, results, COCO17.sigmas_array())
-
-
-def evaluate_crowdpose(gt_path: Path, pred_path: Path) -> dict[str, float]:
-    from datasets.crowdpose_eval import crowdpose_ap
     from datasets.metrics import quiet
-    from pycocotools.coco import COCO
 
     gt_data = _read_json(gt_path, "--gt")
     if not isinstance(gt_data, dict) or not isinstance(gt_data.get("annotations"), list) \
             or not isinstance(gt_data.get("images"), list):
         raise InputError(f"--gt {gt_path}: not a COCO annotation file (needs 'images' and 'annotations' lists)")
     for i, img in enumerate(gt_data["images"]):
-        if not isinstance(img, dict) or "id" not in img or "crowdIndex" not in img:
-            raise InputError(f"--gt {gt_path}: image {i} needs fields 'id' and 'crowdIndex'")
+        if not isinstance(img, dict) or any(field not in img for field in image_fields):
+            raise InputError(f"--gt {gt_path}: image {i} needs fields {', '.join(map(repr, image_fields))}")
+    expected = 3 * skeleton.num_keypoints
     for i, ann in enumerate(gt_data["annotations"]):
-        for field in ("keypoints", "image_id", "category_id", "bbox", "iscrowd", "num_keypoints"):
+        for field in ann_fields:
             if field not in ann:
                 raise InputError(f"--gt {gt_path}: annotation {i} has no field {field!r}")
-        if len(ann["keypoints"]) != 3 * CROWDPOSE14.num_keypoints:
+        if len(ann["keypoints"]) != expected:
             raise InputError(f"--gt {gt_path}: annotation {i} field 'keypoints' has {len(ann['keypoints'])} values, "
-                             f"expected {3 * CROWDPOSE14.num_keypoints}")
+                             f"expected {expected}")
     results = _check_results(_read_json(pred_path, "--pred"), pred_path,
-                             {img["id"] for img in gt_data["images"]}, CROWDPOSE14.num_keypoints)
+                             {img["id"] for img in gt_data["images"]}, skeleton.num_keypoints)
     with quiet():
         gt = COCO()
         gt.dataset = gt_data
         gt.createIndex()
+    return gt, results
+
+
+def evaluate_coco_style(gt_path: Path, pred_path: Path) -> dict[str, float]:
+    from datasets.metrics import oks_ap
+
+    gt, results = _load_coco_style(gt_path, pred_path, COCO17, ("keypoints", "image_id", "bbox", "area", "iscrowd"))
+    return oks_ap(gt, results, COCO17.sigmas_array())
+
+
+def evaluate_crowdpose(gt_path: Path, pred_path: Path) -> dict[str, float]:
+    """The CrowdPose protocol: no `area` field needed, easy/medium/hard by each image's `crowdIndex`."""
+    from datasets.crowdpose_eval import crowdpose_ap
+
+    gt, results = _load_coco_style(
+        gt_path, pred_path, CROWDPOSE14, ("keypoints", "image_id", "category_id", "bbox", "iscrowd", "num_keypoints"),
+        image_fields=("id", "crowdIndex"))
     return crowdpose_ap(gt, results, CROWDPOSE14.sigmas_array())
 
 
