@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import socket
 import sys
 import time
@@ -22,7 +21,6 @@ if str(REPO_ROOT) not in sys.path:  # `python search/run.py` from a checkout wit
 
 from search.spaces import SPACES  # noqa: E402
 
-log = logging.getLogger("search")
 DRIVER_MEMORY_BYTES = 256 * 1024**2
 
 

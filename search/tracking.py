@@ -129,8 +129,8 @@ class SearchTracker:
 
     def finish_trial(self, trial_id: str, metric: str, final_metrics: dict, stopped_by: str | None = None) -> None:
         """Close a trial's run: best epoch's metrics and checkpoint as artifacts, final metrics, FINISHED."""
-        run_id = self.registry.read()["trials"][trial_id]
-        best = self.registry.read()["best"].get(trial_id)
+        registry = self.registry.read()
+        run_id, best = registry["trials"][trial_id], registry["best"].get(trial_id)
         if best is not None:
             self.client.log_dict(run_id, best, "best_metrics.json")
             self.client.log_metric(run_id, f"best/{metric}", best["score"])
@@ -146,8 +146,9 @@ class SearchTracker:
 
     def finish_running_trials(self, metric: str, stopped_by: str) -> None:
         """Trials a search stopped without Tune reporting their end (its time budget ran out)."""
-        for trial_id in self.trial_statuses_running():
-            run = self.client.get_run(self.registry.read()["trials"][trial_id])
+        trials = self.registry.read()["trials"]
+        for trial_id in self.running_trials():
+            run = self.client.get_run(trials[trial_id])
             self.finish_trial(trial_id, metric, dict(run.data.metrics), stopped_by)
 
     def trial_statuses(self) -> dict[str, str]:
@@ -156,14 +157,13 @@ class SearchTracker:
     def ended_trials(self) -> list[str]:
         return [tid for tid, status in self.trial_statuses().items() if status in ("FINISHED", "FAILED")]
 
-    def trial_statuses_running(self) -> list[str]:
+    def running_trials(self) -> list[str]:
         return [tid for tid, status in self.trial_statuses().items() if status == "RUNNING"]
 
     def mark_unfinished_killed(self) -> None:
         trials = self.registry.read()["trials"]
-        for tid, status in self.trial_statuses().items():
-            if status == "RUNNING":
-                self.client.set_terminated(trials[tid], status="KILLED")
+        for tid in self.running_trials():
+            self.client.set_terminated(trials[tid], status="KILLED")
 
 
 class MLflowTrialCallback(tune.Callback):
