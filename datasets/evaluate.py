@@ -14,6 +14,8 @@ are AP AP50 AP75 AR AR50 AR75 AP_E AP_M AP_H, equal to the official xtcocotools 
 MPII: GT is a .mat in the official mpii_gt_val.mat layout, PRED a .mat whose `preds` is (N, 16, 2) of 0-based pixel
 coordinates in GT joint order (the pred.mat HRNet and MMPose write is already 1-based: subtract 1 first); the keys
 are Head Shoulder Elbow Wrist Hip Knee Ankle Mean Mean@0.1 (PCKh percentages, see datasets/mpii_eval.py).
+--visibility occluded|visible scores only the ground truth's occluded (v=1) or visible (v=2) joints (the O / NO
+columns; see datasets/scoring.py); the MPII .mat has no occlusion flag, so MPII takes `all` only.
 Bad input exits with status 2 and a message naming the file and field.
 """
 from __future__ import annotations
@@ -103,21 +105,30 @@ def _load_coco_style(gt_path: Path, pred_path: Path, skeleton, ann_fields: tuple
     return gt, results
 
 
-def evaluate_coco_style(gt_path: Path, pred_path: Path) -> dict[str, float]:
+VISIBILITY = {"all": None, "occluded": 1, "visible": 2}
+
+
+def _restrict(gt, visibility: str):
+    from datasets.scoring import visibility_subset
+
+    return gt if VISIBILITY[visibility] is None else visibility_subset(gt, VISIBILITY[visibility])
+
+
+def evaluate_coco_style(gt_path: Path, pred_path: Path, visibility: str = "all") -> dict[str, float]:
     from datasets.metrics import oks_ap
 
     gt, results = _load_coco_style(gt_path, pred_path, COCO17, ("keypoints", "image_id", "bbox", "area", "iscrowd"))
-    return oks_ap(gt, results, COCO17.sigmas_array())
+    return oks_ap(_restrict(gt, visibility), results, COCO17.sigmas_array())
 
 
-def evaluate_crowdpose(gt_path: Path, pred_path: Path) -> dict[str, float]:
+def evaluate_crowdpose(gt_path: Path, pred_path: Path, visibility: str = "all") -> dict[str, float]:
     """The CrowdPose protocol: no `area` field needed, easy/medium/hard by each image's `crowdIndex`."""
     from datasets.crowdpose_eval import crowdpose_ap
 
     gt, results = _load_coco_style(
         gt_path, pred_path, CROWDPOSE14, ("keypoints", "image_id", "category_id", "bbox", "iscrowd", "num_keypoints"),
         image_fields=("id", "crowdIndex"))
-    return crowdpose_ap(gt, results, CROWDPOSE14.sigmas_array())
+    return crowdpose_ap(_restrict(gt, visibility), results, CROWDPOSE14.sigmas_array())
 
 
 def evaluate_mpii(gt_path: Path, pred_path: Path) -> dict[str, float]:
@@ -137,6 +148,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gt", required=True, type=Path, help="ground truth: COCO json (coco, ochuman, crowdpose) or .mat (mpii)")
     p.add_argument("--pred", required=True, type=Path,
                    help="predictions: COCO results json (coco, ochuman, crowdpose) or .mat with `preds` (N, 16, 2) (mpii)")
+    p.add_argument("--visibility", default="all", choices=sorted(VISIBILITY),
+                   help="score all labelled joints, or only the occluded (v=1) or visible (v=2) ones")
     return p.parse_args(argv)
 
 
@@ -144,11 +157,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         if args.dataset == "mpii":
+            if args.visibility != "all":
+                raise InputError("--visibility: the MPII ground-truth .mat carries no occlusion flag; use 'all'")
             stats = evaluate_mpii(args.gt, args.pred)
         elif args.dataset == "crowdpose":
-            stats = evaluate_crowdpose(args.gt, args.pred)
+            stats = evaluate_crowdpose(args.gt, args.pred, args.visibility)
         else:
-            stats = evaluate_coco_style(args.gt, args.pred)
+            stats = evaluate_coco_style(args.gt, args.pred, args.visibility)
     except InputError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

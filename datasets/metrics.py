@@ -28,13 +28,14 @@ def oks_ap(gt: COCO, results: list[dict], sigmas: np.ndarray) -> dict[str, float
 
 @contextlib.contextmanager
 def quiet():
-    """Silence pycocotools' progress prints. Ray Train reroutes print() into logging, so redirecting
-    stdout alone is not enough: print itself is pointed at a sink for the duration."""
-    sink = io.StringIO()
+    """Silence pycocotools' progress prints. Ray Train replaces print() with one that logs whatever is printed to
+    sys.stdout, so print itself is pointed at a sink; that sink must not be sys.stdout (redirected to a second
+    sink for code that writes to it directly), or Ray's print would log the text after all."""
+    print_sink, stdout_sink = io.StringIO(), io.StringIO()
     original = builtins.print
-    builtins.print = lambda *args, **kwargs: original(*args, **{**kwargs, "file": sink})
+    builtins.print = lambda *args, **kwargs: original(*args, **{**kwargs, "file": print_sink})
     try:
-        with contextlib.redirect_stdout(sink):
+        with contextlib.redirect_stdout(stdout_sink):
             yield
     finally:
         builtins.print = original

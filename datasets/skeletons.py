@@ -18,6 +18,8 @@ class Skeleton:
     # Edges drawn/used for rendering and previews.
     bones: tuple[tuple[int, int], ...]
     sigmas: tuple[float, ...]
+    # Half-body augmentation picks the upper or the lower body's joints (HRNet's upper_body_ids).
+    upper_body: tuple[int, ...] = ()
 
     @property
     def num_keypoints(self) -> int:
@@ -28,6 +30,14 @@ class Skeleton:
 
     def sigmas_array(self) -> np.ndarray:
         return np.asarray(self.sigmas, dtype=np.float64)
+
+    @property
+    def flip_index(self) -> list[int]:
+        """Joint order of a horizontally flipped person: left and right swap."""
+        index = list(range(self.num_keypoints))
+        for a, b in self.flip_pairs:
+            index[a], index[b] = b, a
+        return index
 
 
 COCO_KEYPOINTS = (
@@ -51,6 +61,7 @@ COCO17 = Skeleton(
     ),
     # pycocotools' COCOeval.kpt_oks_sigmas, in COCO keypoint order.
     sigmas=(.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089),
+    upper_body=tuple(range(11)),
 )
 
 MPII_KEYPOINTS = (
@@ -75,6 +86,7 @@ MPII16 = Skeleton(
     # MMPose's MPII sigmas (configs/_base_/datasets/mpii.py, "adapted from COCO"), in MPII joint order. MPII is
     # scored by PCKh, not OKS; these only matter where an OKS is computed on MPII-layout keypoints.
     sigmas=(.089, .083, .107, .107, .083, .089, .026, .026, .026, .026, .062, .072, .179, .179, .072, .062),
+    upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15),
 )
 
 CROWDPOSE_KEYPOINTS = (
@@ -97,9 +109,10 @@ CROWDPOSE14 = Skeleton(
     ),
     # The CrowdPose OKS sigmas (xtcocotools / MMPose crowdpose config), in CrowdPose keypoint order.
     sigmas=(.079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089, .079, .079),
+    upper_body=(0, 1, 2, 3, 4, 5, 12, 13),
 )
 
-SKELETONS = {"coco": COCO17, "synthetic": COCO17, "mpii": MPII16, "crowdpose": CROWDPOSE14}
+SKELETONS = {"coco": COCO17, "synthetic": COCO17, "ochuman": COCO17, "mpii": MPII16, "crowdpose": CROWDPOSE14}
 
 
 def get_skeleton(name: str) -> Skeleton:

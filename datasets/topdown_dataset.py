@@ -1,15 +1,20 @@
-"""A COCO-format top-down dataset: one sample per annotated person, cropped, augmented and encoded."""
+"""A top-down dataset: one sample per person record, cropped, augmented and encoded.
+
+Training crops go through HRNet's geometric pipeline (half-body, random scale and rotation, horizontal flip with the
+skeleton's flip pairs), then pixel-level photometric jitter (albumentations), then LJA on the final crop.
+"""
 from __future__ import annotations
 
-import json
 import logging
+import random
 from dataclasses import dataclass
-from pathlib import Path
 
+import albumentations
 import cv2
 import numpy as np
 import torch
 
+from datasets.annotations import PersonRecord
 from datasets.codec import HeatmapCodec
 from datasets.occlusion import LJAParams, limb_joint_augmentation
 from datasets.skeletons import Skeleton
@@ -23,49 +28,20 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
 
 @dataclass(frozen=True)
 class Augment:
-    """Geometric augmentation of the training crops (HRNet's defaults, rotation applied with p=0.6)."""
+    """Training augmentation; defaults are HRNet's COCO recipe except the scale factor (0.35 there)."""
 
     scale_factor: float = 0.25
     rotation: float = 30.0
     rotation_p: float = 0.6
+    flip_p: float = 0.5
+    half_body_p: float = 0.0  # HRNet: 0.3 on COCO/MPII
+    half_body_min_joints: int = 8  # only persons with more labelled joints than this
+    photometric_p: float = 0.0  # brightness/contrast/saturation jitter of the crop
 
 
-@dataclass(frozen=True)
-class PersonRecord:
-    ann_id: int
-    image_id: int
-    file: Path
-    bbox: tuple[float, float, float, float]
-    keypoints: np.ndarray  # (K, 3) x, y, v
-    head_box: tuple[float, float, float, float] | None
-
-
-def load_person_records(ann_file: Path, image_dir: Path, num_keypoints: int) -> list[PersonRecord]:
-    try:
-        data = json.loads(Path(ann_file).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read annotation file {ann_file}: {err}") from err
-    files = {img["id"]: Path(image_dir) / img["file_name"] for img in data["images"]}
-    records = []
-    for ann in data["annotations"]:
-        if ann.get("iscrowd", 0) or ann.get("num_keypoints", 0) == 0:
-            continue
-        kpts = np.asarray(ann["keypoints"], dtype=np.float32).reshape(-1, 3)
-        if kpts.shape[0] != num_keypoints:
-            raise ValueError(
-                f"{ann_file}: annotation {ann['id']} has {kpts.shape[0]} keypoints, expected {num_keypoints}"
-            )
-        records.append(
-            PersonRecord(
-                ann_id=ann["id"],
-                image_id=ann["image_id"],
-                file=files[ann["image_id"]],
-                bbox=tuple(ann["bbox"]),
-                keypoints=kpts,
-                head_box=tuple(ann["head_box"]) if "head_box" in ann else None,
-            )
-        )
-    return records
+def photometric_transform(p: float) -> albumentations.Compose:
+    return albumentations.Compose([albumentations.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02,
+                                                              p=1.0)], p=p)
 
 
 class TopDownDataset(torch.utils.data.Dataset):
@@ -96,6 +72,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.padding = padding
         self.epoch = 0
         self.skipped: set[int] = set()
+        self._photometric = photometric_transform(augment.photometric_p)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -104,15 +81,34 @@ class TopDownDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def crop_geometry(self, index: int, rng: np.random.Generator | None) -> CropGeometry:
-        geom = box_to_crop(self.records[index].bbox, self.codec.input_hw, self.padding)
+        record = self.records[index]
+        geom = box_to_crop(record.bbox, self.codec.input_hw, self.padding)
         if rng is None:
             return geom
         a = self.augment
+        if a.half_body_p > 0 and rng.random() < a.half_body_p:
+            geom = self._half_body(record.keypoints, rng) or geom
         scale = float(np.clip(rng.normal() * a.scale_factor + 1, 1 - a.scale_factor, 1 + a.scale_factor))
         rotation = 0.0
         if rng.random() < a.rotation_p:
             rotation = float(np.clip(rng.normal() * a.rotation, -2 * a.rotation, 2 * a.rotation))
         return CropGeometry(geom.center, geom.size * scale, rotation)
+
+    def _half_body(self, keypoints: np.ndarray, rng: np.random.Generator) -> CropGeometry | None:
+        """HRNet's half-body crop: the upper or lower body's labelled joints, their box x 1.5, centred on their mean."""
+        labelled = keypoints[:, 2] > 0
+        if labelled.sum() <= self.augment.half_body_min_joints:
+            return None
+        upper = np.zeros_like(labelled)
+        upper[list(self.skeleton.upper_body)] = True
+        upper_joints, lower_joints = keypoints[labelled & upper, :2], keypoints[labelled & ~upper, :2]
+        chosen = upper_joints if rng.random() < 0.5 and len(upper_joints) > 2 else \
+            lower_joints if len(lower_joints) > 2 else upper_joints
+        if len(chosen) < 2:
+            return None
+        low, high = chosen.min(axis=0), chosen.max(axis=0)
+        fitted = box_to_crop((0, 0, *(high - low)), self.codec.input_hw, padding=1.5)
+        return CropGeometry(chosen.mean(axis=0).astype(np.float64), fitted.size)
 
     def __getitem__(self, index: int):
         record = self.records[index]
@@ -124,17 +120,24 @@ class TopDownDataset(torch.utils.data.Dataset):
             return None
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
-        geom = self.crop_geometry(index, rng)
-        matrix = affine_matrix(geom, self.codec.input_hw)
+        matrix = affine_matrix(self.crop_geometry(index, rng), self.codec.input_hw)
+        keypoints = record.keypoints
+        if rng is not None and self.augment.flip_p > 0 and rng.random() < self.augment.flip_p:
+            # Flip the crop rather than the image: the same pixels, a fraction of the work.
+            matrix = flip_matrix(self.codec.input_hw[1]) @ np.vstack([matrix, [0, 0, 1]])
+            keypoints = keypoints[self.skeleton.flip_index]
         crop = warp_image(image, matrix, self.codec.input_hw)
-        keypoints = transform_points(record.keypoints[:, :2], matrix)
-        visibility = record.keypoints[:, 2].astype(np.int64)
-        if self.train and self.lja is not None:
+        points = transform_points(keypoints[:, :2], matrix)
+        visibility = keypoints[:, 2].astype(np.int64)
+        if rng is not None and self.augment.photometric_p > 0:
+            self._photometric.set_random_state(rng, random.Random(int(rng.integers(2**31))))
+            crop = self._photometric(image=crop)["image"]
+        if rng is not None and self.lja is not None:
             body_box = _box_bounds(transform_points(_box_corners(record.bbox), matrix))
             crop = limb_joint_augmentation(
-                crop, keypoints, visibility, body_box, self.skeleton.limb_joints, self.lja, rng
+                crop, points, visibility, body_box, self.skeleton.limb_joints, self.lja, rng
             ).image
-        heatmaps, target_weight = self.codec.encode(keypoints, (visibility > 0).astype(np.float32))
+        heatmaps, target_weight = self.codec.encode(points, (visibility > 0).astype(np.float32))
         tensor = torch.from_numpy(((crop.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
         return {
             "image": tensor,
@@ -146,6 +149,15 @@ class TopDownDataset(torch.utils.data.Dataset):
     def inverse_matrix(self, index: int) -> np.ndarray:
         """Crop -> image mapping of an evaluation (unaugmented) crop."""
         return affine_matrix(self.crop_geometry(index, None), self.codec.input_hw, inverse=True)
+
+    def crop_area(self, index: int) -> float:
+        size = self.crop_geometry(index, None).size
+        return float(size[0] * size[1])
+
+
+def flip_matrix(width: int) -> np.ndarray:
+    """2x3 horizontal mirror of a crop `width` pixels wide (pixel x -> width - 1 - x, as cv2.flip)."""
+    return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0]])
 
 
 def collate_skip_none(batch):

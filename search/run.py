@@ -19,6 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python search/run.py` from a checkout without an editable install
     sys.path.insert(0, str(REPO_ROOT))
 
+from datasets.layouts import DATASETS  # noqa: E402
 from search.spaces import SPACES  # noqa: E402
 
 DRIVER_MEMORY_BYTES = 256 * 1024**2
@@ -46,6 +47,18 @@ DEFAULT_BUDGET = Budget(num_samples=5, time_budget_min=13.0, epochs=6, grace_per
                         train_images=1200, val_images=250, input_h=96, input_w=64, deconv_channels=128, batch_size=16)
 SMOKE_BUDGET = Budget(num_samples=2, time_budget_min=0.0, epochs=1, grace_period=1, reduction_factor=2, train_images=24,
                       val_images=8, input_h=96, input_w=64, deconv_channels=32, batch_size=16)
+# Real datasets on a GPU cluster: whole splits, the dataset's input size (set in base_trial_config), 256-channel
+# deconvolutions; epochs and trials are the user's to raise towards the papers' 210 epochs.
+REAL_DATA_BUDGET = Budget(num_samples=20, time_budget_min=0.0, epochs=30, grace_period=5, reduction_factor=3,
+                          train_images=0, val_images=0, input_h=0, input_w=0, deconv_channels=256, batch_size=32)
+# HRNet's COCO/MPII training recipe (random scale 0.35, rotation 45 deg with p 0.6, flip, half-body 0.3) and
+# flip-test evaluation, with SimpleBaseline-R50.
+REAL_DATA_RECIPE = {"model.name": "simplebaseline_r50", "data.scale_factor": 0.35, "data.rotation": 45.0,
+                    "data.rotation_p": 0.6, "data.flip_p": 0.5, "data.half_body_p": 0.3, "data.flip_test": True}
+
+
+def choose_budget(smoke: bool, dataset: str) -> Budget:
+    return SMOKE_BUDGET if smoke else DEFAULT_BUDGET if dataset == "synthetic" else REAL_DATA_BUDGET
 
 
 def bounded(kind, minimum, label: str):
@@ -74,8 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--space", required=True, choices=sorted(SPACES), help="which search space to explore")
-    p.add_argument("--dataset", default="synthetic", choices=["synthetic"],
-                   help="dataset; 'synthetic' is generated once and cached under .cache/")
+    p.add_argument("--dataset", default="synthetic", choices=sorted(DATASETS),
+                   help="dataset; 'synthetic' is generated once and cached under .cache/, the others are read from "
+                   "--data-root in their official layout (README 'Datasets')")
+    p.add_argument("--data-root", help="directory of the real dataset (coco, crowdpose, ochuman, mpii)")
+    p.add_argument("--train-root", help="ochuman only: the COCO directory to train on (default <data-root>/../coco)")
+    p.add_argument("--det-file", help="person detector boxes (COCO results json) to evaluate on instead of the "
+                   "ground-truth boxes (coco, crowdpose: val; ochuman: the OCHuman split)")
     p.add_argument("--num-samples", type=positive_int, help="number of trials (default 5; 2 with --smoke)")
     p.add_argument("--time-budget", dest="time_budget_min", type=non_negative_float,
                    help="minutes the search may run; trials still running then are stopped and it ends "
@@ -85,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-period", type=positive_int, help="ASHA: epochs before a trial may be stopped")
     p.add_argument("--max-concurrent", type=positive_int,
                    help="trials at once (default: what the cluster's CPUs fit)")
-    p.add_argument("--metric", default="val_occ/AP", help="metric the search maximises")
+    p.add_argument("--metric", help="metric the search maximises (default: val_occ/AP on synthetic and ochuman, "
+                   "val/O/AP - AP on occluded joints - on coco and crowdpose, val/PCKh_0.5 on mpii)")
     p.add_argument("--workers-per-trial", type=positive_int, default=1, help="Ray Train (DDP) workers per trial")
     p.add_argument("--cpus-per-worker", type=positive_int, default=1, help="CPUs each training worker reserves")
     p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, help="GPUs each worker reserves")
@@ -105,12 +124,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resume and not args.experiment:
         parser.error("--resume needs --experiment NAME (the name printed when the search started)")
-    budget = SMOKE_BUDGET if args.smoke else DEFAULT_BUDGET
+    budget = choose_budget(args.smoke, args.dataset)
     for flag in ("num_samples", "time_budget_min", "epochs", "grace_period"):
         if getattr(args, flag) is None:
             setattr(args, flag, getattr(budget, flag))
     args.grace_period = min(args.grace_period, args.epochs)
     args.budget = budget
+    if args.dataset == "synthetic":
+        for flag in ("data_root", "train_root", "det_file"):
+            if getattr(args, flag):
+                parser.error(f"--{flag.replace('_', '-')} applies to real datasets only, not --dataset synthetic")
+    elif not args.data_root:
+        parser.error(f"--dataset {args.dataset} needs --data-root DIR (its layout: see README 'Datasets')")
+    if args.train_root and args.dataset != "ochuman":
+        parser.error("--train-root applies to --dataset ochuman only (COCO to train on)")
+    if args.det_file and args.dataset == "mpii":
+        parser.error("--det-file does not apply to mpii: its protocol scores the annotated persons' boxes")
+    args.metric = args.metric or DATASETS[args.dataset].default_metric
     args.experiment = args.experiment or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "://" not in args.storage_path:
         args.storage_path = str(Path(args.storage_path).resolve())
@@ -130,14 +160,64 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
                          "Is `ray start --head` (or `ray up cluster.yaml`) running there?") from None
 
 
-def base_trial_config(args, paths):
+def data_settings(args) -> dict:
+    """The data.* part of the trial config: generated synthetic data, or a real dataset's official layout."""
+    from datasets.layouts import resolve
+    from datasets.synthetic import SyntheticSpec, ensure_dataset
     from trainables.config import TrialConfig
     from trainables.worker import with_synthetic_paths
 
     b = args.budget
-    cfg = with_synthetic_paths(TrialConfig(), paths)
-    return cfg.replace(**{
-        "data.input_h": b.input_h, "data.input_w": b.input_w,
+    if args.dataset == "synthetic":
+        spec = SyntheticSpec(seed=args.seed, num_train_images=b.train_images, num_val_images=b.val_images)
+        print(f"dataset: synthetic (seed {args.seed}, {spec.num_train_images} train / {spec.num_val_images} val "
+              "images) ...", flush=True)
+        flat = with_synthetic_paths(TrialConfig(), ensure_dataset(spec)).flat()
+        return {k: v for k, v in flat.items() if k.startswith("data.")}
+    layout = resolve(args.dataset, args.data_root, args.train_root)
+    settings = {
+        "data.dataset": args.dataset, "data.root": str(Path(args.data_root).resolve()),
+        "data.train_ann": str(layout.train.ann), "data.train_images": str(layout.train.images),
+        "data.val_ann": str(layout.val.ann), "data.val_images": str(layout.val.images),
+        "data.max_train_samples": b.train_images, "data.max_val_samples": b.val_images,
+    }
+    if layout.val_occ is not None:
+        settings |= {"data.val_occ_ann": str(layout.val_occ.ann), "data.val_occ_images": str(layout.val_occ.images)}
+    if layout.val_gt is not None:
+        settings["data.val_gt"] = str(layout.val_gt)
+    if args.det_file:
+        det_file = Path(args.det_file).resolve()
+        if not det_file.is_file():
+            raise ValueError(f"--det-file {det_file}: no such file")
+        settings |= {"data.det_file": str(det_file), "data.det_split": "val_occ" if layout.val_occ else "val"}
+    input_h, input_w = layout.info.input_hw
+    if not args.smoke:
+        settings |= {"data.input_h": input_h, "data.input_w": input_w}
+    return settings
+
+
+def check_annotations(data: dict, dataset: str) -> None:
+    """Parse every annotation file once up front, so a malformed one stops the search with a message naming the
+    file, annotation and field, rather than failing each trial on its workers."""
+    from datasets.annotations import load_records
+    from datasets.skeletons import get_skeleton
+
+    skeleton = get_skeleton(dataset)
+    for split in ("train", "val", "val_occ"):
+        if data.get(f"data.{split}_ann"):
+            load_records(data[f"data.{split}_ann"], data[f"data.{split}_images"], skeleton)
+
+
+def base_trial_config(args, data: dict):
+    from trainables.config import TrialConfig
+
+    b = args.budget
+    recipe = {} if args.dataset == "synthetic" else dict(REAL_DATA_RECIPE)
+    if args.smoke:
+        recipe.pop("model.name", None)  # the smallest model
+    sizes = {"data.input_h": b.input_h, "data.input_w": b.input_w} if b.input_h else {}
+    return TrialConfig().replace(**{
+        **recipe, **sizes, **data,
         "model.deconv_channels": b.deconv_channels,
         "optim.epochs": args.epochs, "optim.batch_size": b.batch_size,
         "runtime.seed": args.seed, "runtime.workers": args.workers_per_trial,
@@ -190,7 +270,8 @@ def short_trial_name(trial) -> str:
 
 
 RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_period", "smoke", "seed", "metric",
-                    "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "max_concurrent")
+                    "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "max_concurrent", "dataset",
+                    "data_root", "train_root", "det_file")
 
 
 def main(argv=None) -> int:
@@ -198,6 +279,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.address:
         check_reachable(args.address)
+    if not args.resume and args.dataset != "synthetic":
+        try:  # before anything is written: a wrong --data-root must not leave an empty experiment behind
+            check_annotations(data_settings(args), args.dataset)
+        except ValueError as err:  # LayoutError, AnnotationError and a missing --det-file
+            print(f"error: {err}", file=sys.stderr)
+            return 2
 
     from search.tracking import SearchTracker
 
@@ -217,7 +304,7 @@ def main(argv=None) -> int:
         # The search continues as it was started; flags given now cannot change it half-way.
         for key in RESUMED_SETTINGS:
             setattr(args, key, settings.get(key, getattr(args, key)))
-        args.budget = SMOKE_BUDGET if args.smoke else DEFAULT_BUDGET
+        args.budget = choose_budget(args.smoke, args.dataset)
     else:
         with tracker.registry.editing() as data:
             data["settings"] = {key: getattr(args, key) for key in RESUMED_SETTINGS}
@@ -230,20 +317,11 @@ def run_search(args, tracker, experiment_dir: str) -> int:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from datasets.mean_pose import mean_pose_ap
-    from datasets.skeletons import get_skeleton
-    from datasets.synthetic import SyntheticSpec, ensure_dataset
     from search.tracking import MLflowTrialCallback, ProgressPrinter, git_commit, mlflow_ui_command, tracking_uri
-    from trainables.worker import load_split
 
     started = time.perf_counter()
     space = SPACES[args.space]
-    spec = SyntheticSpec(seed=args.seed, num_train_images=args.budget.train_images,
-                         num_val_images=args.budget.val_images)
-    print(f"dataset: synthetic (seed {args.seed}, {spec.num_train_images} train / {spec.num_val_images} val "
-          "images) ...", flush=True)
-    paths = ensure_dataset(spec)
-    base = base_trial_config(args, paths)
+    base = base_trial_config(args, data_settings(args))
     base_flat = base.flat()
 
     resuming = tracker.parent_run_id is not None
@@ -255,14 +333,8 @@ def run_search(args, tracker, experiment_dir: str) -> int:
                 **{f"base.{k}": v for k, v in base_flat.items()}},
         tags={"space": args.space, "git_commit": git_commit(), "experiment_dir": experiment_dir},
     )
-    if not resuming:
-        skeleton = get_skeleton(args.dataset)
-        train_records, _ = load_split(base.data.train_ann, base.data.train_images, skeleton.num_keypoints)
-        for split, ann in (("val", base.data.val_ann), ("val_occ", base.data.val_occ_ann)):
-            records, gt = load_split(ann, base.data.val_images, skeleton.num_keypoints)
-            baseline = mean_pose_ap(train_records, records, gt, skeleton.sigmas_array())
-            tracker.client.log_metric(parent, f"baseline_mean_pose/{split}/AP", baseline["AP"])
-            print(f"mean-pose-in-box baseline {split}/AP = {baseline['AP']:.3f}", flush=True)
+    if not resuming and args.dataset == "synthetic":
+        log_mean_pose_baseline(base, tracker, parent)
 
     if args.address:
         ray.init(address=args.address)
@@ -332,18 +404,35 @@ def run_search(args, tracker, experiment_dir: str) -> int:
     return 0
 
 
+def log_mean_pose_baseline(base, tracker, parent: str) -> None:
+    """The floor a trained model must clear: the training set's mean pose placed in each ground-truth box."""
+    from datasets.annotations import load_records
+    from datasets.mean_pose import mean_pose_ap
+    from datasets.skeletons import get_skeleton
+    from trainables.worker import load_eval_split
+
+    skeleton = get_skeleton(base.data.dataset)
+    train_records = load_records(base.data.train_ann, base.data.train_images, skeleton)
+    for split, ann in (("val", base.data.val_ann), ("val_occ", base.data.val_occ_ann)):
+        loaded = load_eval_split("coco", ann, base.data.val_images, skeleton)
+        baseline = mean_pose_ap(train_records, loaded.records, loaded.gt, skeleton.sigmas_array())
+        tracker.client.log_metric(parent, f"baseline_mean_pose/{split}/AP", baseline["AP"])
+        print(f"mean-pose-in-box baseline {split}/AP = {baseline['AP']:.3f}", flush=True)
+
+
 def summarize(results, args, base_flat: dict, wall_s: float) -> dict:
     summary = {"experiment": args.experiment, "wall_s": round(wall_s, 1)}
     scored = [r for r in results if r.metrics and isinstance(r.metrics.get(args.metric), (int, float))]
     if scored:
         best = results.get_best_result(metric=args.metric, mode="max", scope="all")
-        summary["best"] = {k: best.metrics.get(k) for k in ("val/AP", "val_occ/AP", "val/PCKh_0.5", "epoch")}
+        shown = dict.fromkeys(("val/AP", "val_occ/AP", "val/PCKh_0.5", args.metric, "epoch"))
+        summary["best"] = {k: best.metrics.get(k) for k in shown if k in best.metrics}
         summary["best"]["trial_id"] = best.metrics.get("trial_id")
         summary["best"]["config"] = {k: v for k, v in sorted(best.config.items()) if k.startswith(("lja.", "loss."))}
         summary["trials"] = sorted(
             ({"trial_id": r.metrics.get("trial_id"), "epochs": r.metrics.get("epoch"),
-              "val/AP": r.metrics.get("val/AP"), "val_occ/AP": r.metrics.get(args.metric)} for r in scored),
-            key=lambda t: -(t["val_occ/AP"] or 0))
+              "val/AP": r.metrics.get("val/AP"), args.metric: r.metrics.get(args.metric)} for r in scored),
+            key=lambda t: -(t[args.metric] or 0))
     return summary
 
 

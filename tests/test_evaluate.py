@@ -168,6 +168,33 @@ def test_cli_coco_matches_pycocotools(shared_data):
     assert 0.5 < stats["AP"] < 1.0
 
 
+@pytest.mark.parametrize("visibility, flag", [("occluded", 1), ("visible", 2)])
+def test_cli_visibility_split_matches_pycocotools_on_a_filtered_file(shared_data, tmp_path, visibility, flag):
+    """The O / NO columns on the 73 real predictions equal COCOeval on a GT file keeping only those joints."""
+    gt = shared_data / "xtcocoapi_examples/example_coco_val.json"
+    pred = shared_data / "xtcocoapi_examples/example_coco_preds.json"
+    proc = run_cli("--dataset", "coco", "--gt", gt, "--pred", pred, "--visibility", visibility)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    data = json.loads(gt.read_text())
+    for ann in data["annotations"]:
+        kpts = [v for i in range(0, len(ann["keypoints"]), 3)
+                for v in (ann["keypoints"][i:i + 3] if ann["keypoints"][i + 2] == flag else [0, 0, 0])]
+        ann["keypoints"], ann["num_keypoints"] = kpts, sum(1 for v in kpts[2::3] if v > 0)
+    filtered = tmp_path / f"{visibility}_only.json"
+    filtered.write_text(json.dumps(data))
+    direct = cocoeval_ap(filtered, json.loads(pred.read_text()))
+    assert [stats[k] for k in COCO_STAT_KEYS] == pytest.approx(list(direct), abs=1e-12)
+    full = json.loads(run_cli("--dataset", "coco", "--gt", gt, "--pred", pred).stdout)
+    assert stats["AP"] != pytest.approx(full["AP"])
+
+
+def test_cli_mpii_has_no_visibility_split(tmp_path):
+    proc = run_cli("--dataset", "mpii", "--gt", tmp_path / "x.mat", "--pred", tmp_path / "y.mat",
+                   "--visibility", "occluded")
+    assert proc.returncode == 2 and "occlusion flag" in proc.stderr
+
+
 @pytest.mark.parametrize("dataset,gt_rel", [("coco", "xtcocoapi_examples/example_coco_val.json"),
                                             ("ochuman", "ochuman/test_ochuman.json")])
 def test_cli_ground_truth_as_prediction_scores_ap_one(shared_data, tmp_path, dataset, gt_rel):

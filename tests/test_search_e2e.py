@@ -72,3 +72,27 @@ def test_cli_prints_best_trial_and_the_mlflow_ui_command(smoke_search):
     result, _, work = smoke_search
     assert '"best"' in result.stdout and '"val_occ/AP"' in result.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{work / 'mlflow.db'}" in result.stdout
+
+
+def test_search_on_a_real_dataset_layout_with_detector_boxes(real_layouts, shared_data, tmp_path):
+    """COCO in its official layout, evaluated on detector boxes: the default metric is AP on occluded joints."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "lja", "--smoke", "--num-samples", "1",
+         "--dataset", "coco", "--data-root", str(real_layouts / "coco"),
+         "--det-file", str(shared_data / "coco/test_coco_det_AP_H_56.json"),
+         "--storage-path", str(tmp_path / "ray"), "--experiment", "e2e-coco"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("e2e-coco")
+    parent, = client.search_runs([experiment.experiment_id], "tags.space = 'lja'")
+    assert parent.data.params["metric"] == "val/O/AP" and parent.data.params["dataset"] == "coco"
+    child, = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
+    params = child.data.params
+    assert params["data.dataset"] == "coco" and params["data.det_file"].endswith("test_coco_det_AP_H_56.json")
+    assert params["data.flip_p"] == "0.5" and params["data.flip_test"] == "True"
+    for name in ("val/AP", "val/O/AP", "val/NO/AP", "val/AR"):
+        assert 0.0 <= child.data.metrics[name] <= 1.0, name
+    assert '"val/O/AP"' in result.stdout

@@ -8,22 +8,30 @@ from typing import Any
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"
+    dataset: str = "synthetic"  # synthetic, coco, crowdpose, ochuman, mpii (datasets/layouts.py)
     root: str = ""  # resolved dataset directory; filled in by the search driver
     train_ann: str = ""
-    val_ann: str = ""
-    val_occ_ann: str = ""
     train_images: str = ""
+    val_ann: str = ""
     val_images: str = ""
+    val_occ_ann: str = ""  # optional occluded split (synthetic: val_occ; ochuman: OCHuman val)
+    val_occ_images: str = ""
+    val_gt: str = ""  # MPII: mpii_gt_val.mat, the reference ground truth of the val split
+    det_file: str = ""  # person detector boxes (COCO results json) to evaluate det_split on, instead of GT boxes
+    det_split: str = "val"
     input_h: int = 96
     input_w: int = 64
     sigma: float = 2.0
     decode: str = "dark"  # heatmap sub-pixel refinement: "dark" or "shift"
+    flip_test: bool = False  # average the heatmaps of each evaluation crop and its mirror image
     # Geometric augmentation. Defaults suit the embedded synthetic data, whose figures already vary in scale
     # and lean; on a short budget extra rotation only slowed learning (HRNet's COCO setting: 0.35, 45, p 0.6).
     scale_factor: float = 0.15
     rotation: float = 30.0
     rotation_p: float = 0.0
+    flip_p: float = 0.0  # horizontal flip with the skeleton's flip pairs (HRNet: 0.5)
+    half_body_p: float = 0.0  # HRNet: 0.3
+    photometric_p: float = 0.0  # albumentations colour jitter of the crop
     max_train_samples: int = 0  # 0 = all
     max_val_samples: int = 0
 
@@ -105,6 +113,13 @@ class TrialConfig:
         if self.data.input_h % 32 or self.data.input_w % 32:
             raise ValueError(f"data.input_h/input_w must be multiples of 32 (the backbone's stride), got "
                              f"{self.data.input_h}x{self.data.input_w}")
+        if self.data.decode not in ("dark", "shift"):
+            raise ValueError(f"data.decode must be 'dark' or 'shift', got {self.data.decode!r}")
+        if self.data.det_split not in ("val", "val_occ"):
+            raise ValueError(f"data.det_split must be 'val' or 'val_occ', got {self.data.det_split!r}")
+        for name in ("flip_p", "half_body_p", "photometric_p", "rotation_p"):
+            if not 0.0 <= getattr(self.data, name) <= 1.0:
+                raise ValueError(f"data.{name} must be a probability in [0, 1], got {getattr(self.data, name)}")
         if self.optim.epochs < 1 or self.optim.batch_size < 1:
             raise ValueError("optim.epochs and optim.batch_size must be >= 1")
         return self

@@ -7,10 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
-
 from datasets.codec import HeatmapCodec
-from datasets.metrics import oks_ap, pckh
+from datasets.scoring import Predictions
 from datasets.topdown import transform_points
 from datasets.topdown_dataset import TopDownDataset, collate_skip_none
 
@@ -71,49 +69,50 @@ def train_one_epoch(model, loss_fn, optimizer, loader, epoch: int, epochs: int, 
 
 
 @torch.no_grad()
-def predict(model, dataset: TopDownDataset, codec: HeatmapCodec, device, batch_size: int = 64):
-    """Keypoints (N, K, 2) in original image pixels and per-joint scores (N, K), in dataset order."""
+def predict(model, dataset: TopDownDataset, codec: HeatmapCodec, device, batch_size: int = 64,
+            flip_test: bool = False) -> Predictions:
+    """Keypoints in original image pixels and per-joint scores, in dataset order.
+
+    flip_test averages the heatmaps of the crop and of its mirror image (mapped back: columns reversed, left and
+    right joints swapped, then shifted by the sub-pixel offset the mirror introduces)."""
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_skip_none)
-    coords = np.zeros((len(dataset), dataset.skeleton.num_keypoints, 2))
-    scores = np.zeros((len(dataset), dataset.skeleton.num_keypoints))
-    done = np.zeros(len(dataset), bool)
+    n, k = len(dataset), dataset.skeleton.num_keypoints
+    pred = Predictions(np.zeros((n, k, 2)), np.zeros((n, k)), np.zeros(n, bool),
+                       np.array([dataset.crop_area(i) for i in range(n)]))
     for batch in loader:
         if batch is None:
             continue
-        heatmaps = model(batch["image"].to(device)).float().cpu()
-        xy, score = codec.decode(heatmaps)
+        images = batch["image"].to(device)
+        heatmaps = model(images).float()
+        if flip_test:
+            flipped = model(images.flip(-1)).float()
+            heatmaps = 0.5 * (heatmaps + unflip_heatmaps(flipped, dataset.skeleton.flip_index, codec.stride))
+        xy, score = codec.decode(heatmaps.cpu())
         for i, index in enumerate(batch["index"].tolist()):
-            coords[index] = transform_points(xy[i].numpy().astype(np.float64), dataset.inverse_matrix(index))
-            scores[index] = score[i].numpy()
-            done[index] = True
-    return coords, scores, done
+            pred.coords[index] = transform_points(xy[i].numpy().astype(np.float64), dataset.inverse_matrix(index))
+            pred.scores[index] = score[i].numpy()
+            pred.done[index] = True
+    return pred
 
 
-def coco_results(dataset: TopDownDataset, coords, scores, done, score_threshold: float = 0.2) -> list[dict]:
-    """COCO results with HRNet's rescoring: mean of the confident joints' scores (ground-truth boxes score 1)."""
-    results = []
-    for index in np.flatnonzero(done):
-        record = dataset.records[index]
-        confident = scores[index][scores[index] > score_threshold]
-        kpts = np.concatenate([coords[index], scores[index][:, None]], axis=1)
-        results.append({
-            "image_id": record.image_id,
-            "category_id": 1,
-            "keypoints": kpts.reshape(-1).round(3).tolist(),
-            "score": float(confident.mean()) if confident.size else 0.0,
-        })
-    return results
+def unflip_heatmaps(heatmaps: torch.Tensor, flip_index: list[int], stride: int) -> torch.Tensor:
+    """Heatmaps predicted on a mirrored crop, mapped back to the unmirrored crop.
+
+    The mirror sends input pixel x to W - 1 - x; with heatmap cell j at input pixel stride * j, reversing the
+    columns lands a peak (stride - 1) / stride of a cell to the left of where it belongs, so the maps are shifted
+    right by that much with linear interpolation (HRNet rounds this shift to a whole cell).
+    """
+    maps = heatmaps.flip(-1)[:, flip_index]
+    shift = (stride - 1) / stride
+    left = torch.cat([maps[..., :1], maps[..., :-1]], dim=-1)  # value one cell to the left (edge replicated)
+    return (1 - shift) * maps + shift * left
 
 
-def evaluate(model, dataset: TopDownDataset, gt: COCO, codec: HeatmapCodec, device) -> dict[str, float]:
-    """OKS AP/AR with pycocotools and, where head boxes exist, PCKh@0.5 over labelled joints."""
-    coords, scores, done = predict(model, dataset, codec, device)
-    metrics = oks_ap(gt, coco_results(dataset, coords, scores, done), dataset.skeleton.sigmas_array())
-    heads = [r.head_box for r in dataset.records]
-    if all(h is not None for h in heads) and done.any():
-        gt_kpts = np.stack([r.keypoints for r in dataset.records])
-        result = pckh(coords[done], gt_kpts[done, :, :2], gt_kpts[done, :, 2] > 0, np.asarray(heads)[done])
-        metrics["PCKh_0.5"] = result["mean"]
-    metrics["skipped_samples"] = float((~done).sum())
+def evaluate(model, dataset: TopDownDataset, scorer, codec: HeatmapCodec, device,
+             flip_test: bool = False) -> dict[str, float]:
+    """The split's benchmark metrics (see datasets/scoring.py) and the count of unreadable samples."""
+    pred = predict(model, dataset, codec, device, flip_test=flip_test)
+    metrics = scorer.score(dataset.records, pred)
+    metrics["skipped_samples"] = float((~pred.done).sum())
     return metrics

@@ -10,15 +10,20 @@ import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from datasets.annotations import PersonRecord, load_detections, load_records
 from datasets.codec import HeatmapCodec
+from datasets.layouts import get_dataset
 from datasets.metrics import load_coco
+from datasets.mpii_eval import load_mpii_gt
 from datasets.occlusion import LJAParams
-from datasets.skeletons import get_skeleton
-from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none, load_person_records
+from datasets.scoring import CocoScorer, MpiiScorer
+from datasets.skeletons import Skeleton, get_skeleton
+from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none
 from trainables.config import TrialConfig
 from trainables.engine import evaluate, train_one_epoch
 from trainables.losses import DynamicStructureLoss, LambdaSchedule, keypoint_mse
@@ -59,10 +64,33 @@ class LocalReporter:
         log.info("epoch %s: %s", metrics["epoch"], json.dumps(metrics))
 
 
-def load_split(ann_file: str, image_dir: str, num_keypoints: int, max_samples: int = 0):
-    """Person records and the matching pycocotools ground truth; `max_samples` keeps whole images only, so the
-    ground truth never holds persons that have no prediction."""
-    records = load_person_records(Path(ann_file), Path(image_dir), num_keypoints)
+@dataclass
+class EvalSplit:
+    records: list[PersonRecord]
+    scorer: CocoScorer | MpiiScorer
+    gt: object  # pycocotools COCO, or MpiiGroundTruth
+
+
+def load_eval_split(protocol: str, ann_file: str, image_dir: str, skeleton: Skeleton, max_samples: int = 0,
+                    det_file: str = "", gt_mat: str = "") -> EvalSplit:
+    """Records to predict and the scorer of one evaluation split.
+
+    `max_samples` keeps whole images only, so the ground truth never holds persons that have no prediction;
+    with `det_file` the records are the detector's boxes on the ground truth's images instead of its persons."""
+    if protocol == "mpii":
+        if det_file:
+            raise ValueError("--det-file does not apply to MPII: its protocol scores the annotated persons' boxes")
+        if not gt_mat:
+            raise ValueError("MPII evaluation needs data.val_gt, the mpii_gt_val.mat of the val split")
+        gt = load_mpii_gt(gt_mat)
+        head_boxes = gt.headboxes_src.transpose(2, 0, 1).reshape(-1, 4)  # (N, [x0, y0, x1, y1])
+        records = load_records(ann_file, image_dir, skeleton, head_boxes=head_boxes)
+        if max_samples and len(records) > max_samples:
+            records = records[:max_samples]
+            gt = replace(gt, jnt_missing=gt.jnt_missing[:, :max_samples], pos_gt_src=gt.pos_gt_src[..., :max_samples],
+                         headboxes_src=gt.headboxes_src[..., :max_samples])
+        return EvalSplit(records, MpiiScorer(gt), gt)
+    records = load_records(ann_file, image_dir, skeleton)
     gt = load_coco(ann_file)
     if max_samples and len(records) > max_samples:
         keep_images = {r.image_id for r in records[:max_samples]}
@@ -70,7 +98,10 @@ def load_split(ann_file: str, image_dir: str, num_keypoints: int, max_samples: i
         gt.dataset["images"] = [i for i in gt.dataset["images"] if i["id"] in keep_images]
         gt.dataset["annotations"] = [a for a in gt.dataset["annotations"] if a["image_id"] in keep_images]
         gt.createIndex()
-    return records, gt
+    if det_file:
+        files = {image["id"]: image["file_name"] for image in gt.dataset["images"]}
+        records = [r for r in load_detections(det_file, image_dir, files, skeleton) if r.image_id in files]
+    return EvalSplit(records, CocoScorer(gt, skeleton, crowd=protocol == "crowdpose", nms=bool(det_file)), gt)
 
 
 def build_loss(cfg: TrialConfig, skeleton):
@@ -89,11 +120,13 @@ def fit(cfg: TrialConfig, reporter) -> None:
     codec = HeatmapCodec((cfg.data.input_h, cfg.data.input_w), sigma=cfg.data.sigma, refine=cfg.data.decode)
     device = reporter.device()
 
-    train_records = load_person_records(Path(cfg.data.train_ann), Path(cfg.data.train_images), skeleton.num_keypoints)
-    if cfg.data.max_train_samples:
-        train_records = train_records[: cfg.data.max_train_samples]
+    data = cfg.data
+    train_records = load_records(data.train_ann, data.train_images, skeleton)
+    if data.max_train_samples:
+        train_records = train_records[: data.max_train_samples]
     lja = LJAParams(cfg.lja.quantity_ratio, cfg.lja.size_ratio, cfg.lja.p) if cfg.lja.enabled else None
-    augment = Augment(cfg.data.scale_factor, cfg.data.rotation, cfg.data.rotation_p)
+    augment = Augment(data.scale_factor, data.rotation, data.rotation_p, flip_p=data.flip_p,
+                      half_body_p=data.half_body_p, photometric_p=data.photometric_p)
     train_set = TopDownDataset(train_records, skeleton, codec, train=True, augment=augment, lja=lja,
                                seed=cfg.runtime.seed)
     sampler = None
@@ -104,7 +137,8 @@ def fit(cfg: TrialConfig, reporter) -> None:
     generator = torch.Generator().manual_seed(cfg.runtime.seed)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=cfg.optim.batch_size, shuffle=sampler is None, sampler=sampler,
-        collate_fn=collate_skip_none, drop_last=True, generator=generator,
+        # drop_last keeps batches equal (BatchNorm, DDP) but must not drop a whole small dataset.
+        collate_fn=collate_skip_none, drop_last=len(train_set) > cfg.optim.batch_size, generator=generator,
     )
 
     model = create_model(cfg.model.name, skeleton.num_keypoints, deconv_channels=cfg.model.deconv_channels)
@@ -131,9 +165,15 @@ def fit(cfg: TrialConfig, reporter) -> None:
 
     eval_splits = {}
     if reporter.rank == 0:
-        for split, ann in (("val", cfg.data.val_ann), ("val_occ", cfg.data.val_occ_ann)):
-            records, gt = load_split(ann, cfg.data.val_images, skeleton.num_keypoints, cfg.data.max_val_samples)
-            eval_splits[split] = (TopDownDataset(records, skeleton, codec, train=False), gt)
+        protocol = get_dataset(data.dataset).protocol
+        splits = {"val": (data.val_ann, data.val_images), "val_occ": (data.val_occ_ann, data.val_occ_images)}
+        for split, (ann, images) in splits.items():
+            if not ann:
+                continue
+            loaded = load_eval_split(protocol, ann, images or data.val_images, skeleton, data.max_val_samples,
+                                     det_file=data.det_file if split == data.det_split else "",
+                                     gt_mat=data.val_gt if split == "val" else "")
+            eval_splits[split] = (TopDownDataset(loaded.records, skeleton, codec, train=False), loaded.scorer)
 
     for epoch in range(start_epoch, cfg.optim.epochs):
         epoch_start = time.perf_counter()
@@ -150,8 +190,12 @@ def fit(cfg: TrialConfig, reporter) -> None:
         if cfg.runtime.peak_flops > 0:
             metrics["train/mfu"] = flops_per_image * stats["images_per_s"] / cfg.runtime.peak_flops
         metrics["data/skipped_samples"] = float(len(train_set.skipped))
-        for split, (dataset, gt) in eval_splits.items():
-            for key, value in evaluate(_unwrap(model), dataset, gt, codec, device).items():
+        if train_set.skipped and reporter.rank == 0:
+            files = sorted({str(train_records[i].file) for i in train_set.skipped})
+            log.warning("epoch %d: %d training samples skipped so far (unreadable images: %s)", epoch + 1,
+                        len(train_set.skipped), ", ".join(files[:5]) + (" ..." if len(files) > 5 else ""))
+        for split, (dataset, scorer) in eval_splits.items():
+            for key, value in evaluate(_unwrap(model), dataset, scorer, codec, device, data.flip_test).items():
                 metrics[f"{split}/{key}"] = value
         metrics["epoch_time_s"] = time.perf_counter() - epoch_start
         if reporter.rank == 0:
@@ -234,6 +278,7 @@ def with_synthetic_paths(cfg: TrialConfig, paths) -> TrialConfig:
         "data.val_occ_ann": str(paths.annotations["val_occ"]),
         "data.train_images": str(paths.images["train"]),
         "data.val_images": str(paths.images["val"]),
+        "data.val_occ_images": str(paths.images["val"]),
     })
 
 

@@ -1,0 +1,114 @@
+"""One trial trains and is scored on each real dataset's official layout (built from the fixtures), without Ray."""
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datasets.layouts import resolve
+from trainables.config import TrialConfig
+from trainables.worker import LocalReporter, fit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def trial_config(layout, **overrides) -> TrialConfig:
+    data = {"data.dataset": layout.info.name, "data.train_ann": str(layout.train.ann),
+            "data.train_images": str(layout.train.images), "data.val_ann": str(layout.val.ann),
+            "data.val_images": str(layout.val.images)}
+    if layout.val_occ:
+        data |= {"data.val_occ_ann": str(layout.val_occ.ann), "data.val_occ_images": str(layout.val_occ.images)}
+    if layout.val_gt:
+        data["data.val_gt"] = str(layout.val_gt)
+    small = {"data.input_h": 64, "data.input_w": 64, "model.deconv_channels": 16, "optim.epochs": 1,
+             "optim.batch_size": 4, "data.flip_p": 0.5, "data.half_body_p": 0.3, "data.photometric_p": 0.5,
+             "data.flip_test": True, "data.rotation_p": 0.6}
+    return TrialConfig.from_flat({**data, **small, **overrides})
+
+
+EXPECTED = {
+    "coco": ["val/AP", "val/AR", "val/O/AP", "val/NO/AP"],
+    "crowdpose": ["val/AP", "val/AP_E", "val/AP_H", "val/O/AP", "val/NO/AP"],
+    "ochuman": ["val/AP", "val_occ/AP", "val_occ/O/AP", "val_occ/NO/AP"],
+    "mpii": ["val/PCKh_0.5", "val/PCKh_0.1", "val/PCKh/Head", "val/PCKh/Ankle"],
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(EXPECTED))
+def test_trial_trains_and_scores_each_dataset(real_layouts, tmp_path, dataset):
+    reporter = LocalReporter(tmp_path / "trial")
+    fit(trial_config(resolve(dataset, real_layouts / dataset)), reporter)
+    metrics = reporter.history[-1]
+    assert metrics["train/loss"] > 0 and metrics["data/skipped_samples"] == 0
+    for key in EXPECTED[dataset]:
+        limit = 100 if "PCKh" in key else 1
+        assert -1 <= metrics[key] <= limit, key  # -1: COCOeval's "no such object" for an empty area range
+    assert (tmp_path / "trial" / "model.pt").is_file()
+
+
+def test_detector_boxes_evaluate_the_val_split(real_layouts, shared_data, tmp_path):
+    det = str(shared_data / "coco/test_coco_det_AP_H_56.json")
+    reporter = LocalReporter(tmp_path / "trial")
+    fit(trial_config(resolve("coco", real_layouts / "coco"), **{"data.det_file": det}), reporter)
+    assert 0 <= reporter.history[-1]["val/AP"] <= 1
+
+
+def test_unreadable_images_are_skipped_counted_and_reported(shared_data, tmp_path, caplog):
+    """One image corrupt, one missing: their persons are skipped in training and evaluation, the run finishes."""
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    images = root / "val2017"
+    images.mkdir()
+    for name in ("000000000785.jpg", "000000040083.jpg"):
+        shutil.copy(shared_data / "coco" / name, images / name)
+    (images / "000000196141.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    # 000000197388.jpg is missing altogether
+    for split in ("train2017", "val2017"):
+        (root / "annotations" / f"person_keypoints_{split}.json").symlink_to(shared_data / "coco/test_coco.json")
+    (root / "train2017").symlink_to(images)
+    data = json.loads((shared_data / "coco/test_coco.json").read_text())
+    broken_ids = {i["id"] for i in data["images"] if i["file_name"] in ("000000196141.jpg", "000000197388.jpg")}
+    broken = sum(1 for a in data["annotations"] if a["image_id"] in broken_ids and a["num_keypoints"] > 0)
+    assert broken > 0
+
+    reporter = LocalReporter(tmp_path / "trial")
+    with caplog.at_level(logging.WARNING):
+        fit(trial_config(resolve("coco", root), **{"optim.epochs": 2}), reporter)
+    assert [m["data/skipped_samples"] for m in reporter.history] == [broken, broken]  # each sample counted once
+    assert reporter.history[-1]["val/skipped_samples"] == broken
+    assert "000000196141.jpg" in caplog.text and "training samples skipped" in caplog.text
+
+
+def run_search(*args, cwd=REPO_ROOT):
+    return subprocess.run([sys.executable, "search/run.py", "--space", "lja", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_search_needs_a_data_root_for_real_datasets(tmp_path):
+    proc = run_search("--dataset", "coco", "--storage-path", tmp_path)
+    assert proc.returncode == 2 and "--data-root" in proc.stderr
+
+
+def test_search_names_the_missing_layout_file_before_writing_anything(tmp_path):
+    (tmp_path / "coco" / "annotations").mkdir(parents=True)
+    proc = run_search("--dataset", "coco", "--data-root", tmp_path / "coco", "--storage-path", tmp_path / "runs",
+                      "--experiment", "x")
+    assert proc.returncode == 2
+    assert "person_keypoints_train2017.json" in proc.stderr and "expected layout" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_search_rejects_a_malformed_annotation_naming_it(shared_data, fresh_layouts, tmp_path):
+    root = fresh_layouts / "coco"
+    data = json.loads((shared_data / "coco/test_coco.json").read_text())
+    data["annotations"][0]["bbox"] = [1, 2, -3, 4]
+    val = root / "annotations" / "person_keypoints_val2017.json"
+    val.unlink()
+    val.write_text(json.dumps(data))
+    proc = run_search("--dataset", "coco", "--data-root", root, "--storage-path", tmp_path / "runs")
+    assert proc.returncode == 2
+    assert str(val) in proc.stderr and f"annotation {data['annotations'][0]['id']}" in proc.stderr \
+        and "'bbox'" in proc.stderr
