@@ -20,6 +20,8 @@ class Skeleton:
     sigmas: tuple[float, ...]
     # Half-body augmentation picks the upper or the lower body's joints (HRNet's upper_body_ids).
     upper_body: tuple[int, ...] = ()
+    # Body parts of the targeted augmentations and part attacks: (name, joints) pairs.
+    parts: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @property
     def num_keypoints(self) -> int:
@@ -30,6 +32,12 @@ class Skeleton:
 
     def sigmas_array(self) -> np.ndarray:
         return np.asarray(self.sigmas, dtype=np.float64)
+
+    def part(self, name: str) -> tuple[int, ...]:
+        for part, joints in self.parts:
+            if part == name:
+                return joints
+        raise ValueError(f"unknown body part {name!r} for {self.name}; choose from {[p for p, _ in self.parts]}")
 
     @property
     def flip_index(self) -> list[int]:
@@ -62,6 +70,9 @@ COCO17 = Skeleton(
     # pycocotools' COCOeval.kpt_oks_sigmas, in COCO keypoint order.
     sigmas=(.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089),
     upper_body=tuple(range(11)),
+    parts=(("head", (0, 1, 2, 3, 4)), ("arms", (5, 6, 7, 8, 9, 10)), ("corpus", (5, 6, 11, 12)),
+           ("upper_body", tuple(range(11))), ("lower_body", (11, 12, 13, 14, 15, 16)),
+           ("left_side", (1, 3, 5, 7, 9, 11, 13, 15)), ("right_side", (2, 4, 6, 8, 10, 12, 14, 16))),
 )
 
 MPII_KEYPOINTS = (
@@ -87,6 +98,9 @@ MPII16 = Skeleton(
     # scored by PCKh, not OKS; these only matter where an OKS is computed on MPII-layout keypoints.
     sigmas=(.089, .083, .107, .107, .083, .089, .026, .026, .026, .026, .062, .072, .179, .179, .072, .062),
     upper_body=(7, 8, 9, 10, 11, 12, 13, 14, 15),
+    parts=(("head", (8, 9)), ("arms", (10, 11, 12, 13, 14, 15)), ("corpus", (2, 3, 6, 7, 12, 13)),
+           ("upper_body", (7, 8, 9, 10, 11, 12, 13, 14, 15)), ("lower_body", (0, 1, 2, 3, 4, 5, 6)),
+           ("left_side", (3, 4, 5, 13, 14, 15)), ("right_side", (0, 1, 2, 10, 11, 12))),
 )
 
 CROWDPOSE_KEYPOINTS = (
@@ -110,6 +124,9 @@ CROWDPOSE14 = Skeleton(
     # The CrowdPose OKS sigmas (xtcocotools / MMPose crowdpose config), in CrowdPose keypoint order.
     sigmas=(.079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089, .079, .079),
     upper_body=(0, 1, 2, 3, 4, 5, 12, 13),
+    parts=(("head", (12, 13)), ("arms", (0, 1, 2, 3, 4, 5)), ("corpus", (0, 1, 6, 7)),
+           ("upper_body", (0, 1, 2, 3, 4, 5, 12, 13)), ("lower_body", (6, 7, 8, 9, 10, 11)),
+           ("left_side", (0, 2, 4, 6, 8, 10)), ("right_side", (1, 3, 5, 7, 9, 11))),
 )
 
 SKELETONS = {"coco": COCO17, "synthetic": COCO17, "ochuman": COCO17, "mpii": MPII16, "crowdpose": CROWDPOSE14}

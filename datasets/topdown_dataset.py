@@ -5,8 +5,10 @@ skeleton's flip pairs), then pixel-level photometric jitter (albumentations), th
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import albumentations
@@ -16,7 +18,8 @@ import torch
 
 from datasets.annotations import PersonRecord
 from datasets.codec import HeatmapCodec
-from datasets.occlusion import LJAParams, limb_joint_augmentation
+from datasets.occlusion import LJA, Crop, LJAParams
+from datasets.targeted import PartOcclusion
 from datasets.skeletons import Skeleton
 from datasets.topdown import CropGeometry, affine_matrix, box_to_crop, transform_points, warp_image
 
@@ -61,18 +64,28 @@ class TopDownDataset(torch.utils.data.Dataset):
         lja: LJAParams | None = None,
         seed: int = 0,
         padding: float = 1.25,
+        occlusions: Sequence = (),
+        attack=None,
     ):
         self.records = records
         self.skeleton = skeleton
         self.codec = codec
         self.train = train
         self.augment = augment
-        self.lja = lja
         self.seed = seed
         self.padding = padding
         self.epoch = 0
         self.skipped: set[int] = set()
         self._photometric = photometric_transform(augment.photometric_p)
+        # Training occlusion transforms in order (datasets/occlusion.py, targeted.py), LJA last as in the paper's
+        # pipeline; a PartMix without a donor takes its parts from this dataset's other samples.
+        transforms = [dataclasses.replace(t, donor=self.donor_crop)
+                      if isinstance(t, PartOcclusion) and t.mode == "partmix" and t.donor is None else t
+                      for t in occlusions]
+        if lja is not None:
+            transforms.append(LJA(lja, tuple(skeleton.limb_joints)))
+        self.occlusions = tuple(transforms)
+        self.attack = attack  # a test-time attack (datasets/attacks.py), applied to every sample
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -110,7 +123,8 @@ class TopDownDataset(torch.utils.data.Dataset):
         fitted = box_to_crop((0, 0, *(high - low)), self.codec.input_hw, padding=1.5)
         return CropGeometry(chosen.mean(axis=0).astype(np.float64), fitted.size)
 
-    def __getitem__(self, index: int):
+    def crop(self, index: int, epoch: int | None = None) -> Crop | None:
+        """The sample's crop with its annotations after every transform (None when the image is unreadable)."""
         record = self.records[index]
         image = cv2.imread(str(record.file), cv2.IMREAD_COLOR)
         if image is None:
@@ -119,26 +133,46 @@ class TopDownDataset(torch.utils.data.Dataset):
             self.skipped.add(index)
             return None
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index]) if self.train else None
         matrix = affine_matrix(self.crop_geometry(index, rng), self.codec.input_hw)
         keypoints = record.keypoints
         if rng is not None and self.augment.flip_p > 0 and rng.random() < self.augment.flip_p:
             # Flip the crop rather than the image: the same pixels, a fraction of the work.
             matrix = flip_matrix(self.codec.input_hw[1]) @ np.vstack([matrix, [0, 0, 1]])
             keypoints = keypoints[self.skeleton.flip_index]
-        crop = warp_image(image, matrix, self.codec.input_hw)
-        points = transform_points(keypoints[:, :2], matrix)
-        visibility = keypoints[:, 2].astype(np.int64)
+        pixels = warp_image(image, matrix, self.codec.input_hw)
         if rng is not None and self.augment.photometric_p > 0:
             self._photometric.set_random_state(rng, random.Random(int(rng.integers(2**31))))
-            crop = self._photometric(image=crop)["image"]
-        if rng is not None and self.lja is not None:
-            body_box = _box_bounds(transform_points(_box_corners(record.bbox), matrix))
-            crop = limb_joint_augmentation(
-                crop, points, visibility, body_box, self.skeleton.limb_joints, self.lja, rng
-            ).image
-        heatmaps, target_weight = self.codec.encode(points, (visibility > 0).astype(np.float32))
-        tensor = torch.from_numpy(((crop.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
+            pixels = self._photometric(image=pixels)["image"]
+        body_box = _box_bounds(transform_points(_box_corners(record.bbox), matrix))
+        crop = Crop.of(pixels, transform_points(keypoints[:, :2], matrix), keypoints[:, 2].astype(np.int64),
+                       body_box)
+        if rng is not None:
+            for transform in self.occlusions:
+                crop = transform(crop, rng)
+        if self.attack is not None:
+            crop = self.attack(crop)
+        return crop
+
+    def donor_crop(self, rng: np.random.Generator) -> Crop:
+        """An unaugmented crop of another random sample (PartMix's source of parts)."""
+        for _ in range(10):
+            index = int(rng.integers(len(self)))
+            record = self.records[index]
+            image = cv2.imread(str(record.file), cv2.IMREAD_COLOR)
+            if image is not None:
+                matrix = affine_matrix(self.crop_geometry(index, None), self.codec.input_hw)
+                return Crop.of(warp_image(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), matrix, self.codec.input_hw),
+                               transform_points(record.keypoints[:, :2], matrix), record.keypoints[:, 2],
+                               _box_bounds(transform_points(_box_corners(record.bbox), matrix)))
+        raise RuntimeError("PartMix: ten random donor images in a row were unreadable")
+
+    def __getitem__(self, index: int):
+        crop = self.crop(index)
+        if crop is None:
+            return None
+        heatmaps, target_weight = self.codec.encode(crop.keypoints, crop.target_weight)
+        tensor = torch.from_numpy(((crop.image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
         return {
             "image": tensor,
             "heatmaps": torch.from_numpy(heatmaps),
