@@ -61,10 +61,15 @@ def rect_mask(hw, box) -> np.ndarray:
 
 
 def ellipse_mask(hw, center, radii) -> np.ndarray:
-    """Pixels whose centres lie in the axis-aligned ellipse (a circle when the radii are equal)."""
-    ys, xs = np.ogrid[: hw[0], : hw[1]]
+    """Pixels whose centres lie in the axis-aligned ellipse (a circle when the radii are equal); evaluated only
+    over the ellipse's bounding box."""
+    mask = np.zeros(hw, bool)
     rx, ry = max(radii[0], 1e-6), max(radii[1], 1e-6)
-    return ((xs - center[0]) / rx) ** 2 + ((ys - center[1]) / ry) ** 2 <= 1.0
+    x0, y0, x1, y1 = clip_box(center[0] - rx, center[1] - ry, center[0] + rx + 1, center[1] + ry + 1, hw)
+    if x1 > x0 and y1 > y0:
+        ys, xs = np.ogrid[y0:y1, x0:x1]
+        mask[y0:y1, x0:x1] = ((xs - center[0]) / rx) ** 2 + ((ys - center[1]) / ry) ** 2 <= 1.0
+    return mask
 
 
 def clip_box(x0, y0, x1, y1, hw) -> tuple[int, int, int, int]:
@@ -74,7 +79,8 @@ def clip_box(x0, y0, x1, y1, hw) -> tuple[int, int, int, int]:
 
 
 def image_mean(image: np.ndarray) -> np.ndarray:
-    return image.reshape(-1, image.shape[-1]).mean(axis=0).round().astype(np.uint8)
+    """The crop's mean colour (cv2.mean: one pass, no float copy of the image)."""
+    return np.round(cv2.mean(image)[: image.shape[-1]]).astype(np.uint8)
 
 
 def blurred(image: np.ndarray, box, kernel: int, sigma: float = 0.0) -> np.ndarray:

@@ -100,12 +100,14 @@ def visibility_subset(gt: COCO, visibility: int) -> COCO:
 class CocoScorer:
     """OKS AP/AR (COCO, OCHuman, synthetic; CrowdPose with crowd=True) plus PCKh where head boxes exist."""
 
-    def __init__(self, gt: COCO, skeleton: Skeleton, crowd: bool = False, nms: bool = False):
+    def __init__(self, gt: COCO, skeleton: Skeleton, crowd: bool = False, nms: bool = False,
+                 visibility_splits: bool = True):
         self.gt = gt
         self.skeleton = skeleton
         self.crowd = crowd
         self.nms = nms  # detector boxes overlap: HRNet suppresses duplicate poses with OKS-NMS
-        self.subsets = {name: visibility_subset(gt, flag) for name, flag in VISIBILITY_SUBSETS.items()}
+        self.subsets = {name: visibility_subset(gt, flag) for name, flag in VISIBILITY_SUBSETS.items()} \
+            if visibility_splits else {}
 
     def _ap(self, gt: COCO, results: list[dict]) -> dict[str, float]:
         if self.crowd:

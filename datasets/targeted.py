@@ -77,13 +77,13 @@ class KeypointOcclusion:
         radius = radius_of(crop, self.radius_ratio)
         image, occlusions = crop.image, list(crop.occlusions)
         union = np.zeros(crop.image.shape[:2], bool)
+        fill = image_mean(crop.image)
         for joint in rng.choice(candidates, size=n, replace=False):
             mask, box = keypoint_circle(crop, int(joint), radius)
             if self.mode == "blur":
                 image = paint(image, mask, blurred(image, box, KEYPOINT_BLUR_KERNEL))
                 occlusions.append(Occlusion(box, None, joint=int(joint), kind="blur", shape="circle"))
             else:
-                fill = image_mean(crop.image)
                 image = paint(image, mask, fill)
                 occlusions.append(Occlusion(box, int(fill.mean().round()), joint=int(joint), kind="mean",
                                             shape="circle"))

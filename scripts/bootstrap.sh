@@ -18,10 +18,12 @@ fi
 # torch 2.13.0+cpu cannot load PyPI's torchvision (operator torchvision::nms does not exist).
 [ -x .venv/bin/uv ] || .venv/bin/python -m pip install -q --disable-pip-version-check uv==0.13.8
 
-stamp=".venv/.synced-$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+stamp=".venv/.synced-$(sha256sum requirements.lock pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: installing locked dependencies into .venv (first run downloads ~5 GB) ..." >&2
-  .venv/bin/uv pip sync --quiet --python .venv/bin/python requirements.lock
+  # Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process, Ray
+  # workers included, would otherwise recompile torch, ray and mlflow from source, ~12 s each.
+  .venv/bin/uv pip sync --quiet --compile-bytecode --python .venv/bin/python requirements.lock
   .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e .
   rm -f .venv/.synced-*
   touch "$stamp"

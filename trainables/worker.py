@@ -72,7 +72,7 @@ class EvalSplit:
 
 
 def load_eval_split(protocol: str, ann_file: str, image_dir: str, skeleton: Skeleton, max_samples: int = 0,
-                    det_file: str = "", gt_mat: str = "") -> EvalSplit:
+                    det_file: str = "", gt_mat: str = "", visibility_splits: bool = True) -> EvalSplit:
     """Records to predict and the scorer of one evaluation split.
 
     `max_samples` keeps whole images only, so the ground truth never holds persons that have no prediction;
@@ -101,7 +101,9 @@ def load_eval_split(protocol: str, ann_file: str, image_dir: str, skeleton: Skel
     if det_file:
         files = {image["id"]: image["file_name"] for image in gt.dataset["images"]}
         records = [r for r in load_detections(det_file, image_dir, files, skeleton) if r.image_id in files]
-    return EvalSplit(records, CocoScorer(gt, skeleton, crowd=protocol == "crowdpose", nms=bool(det_file)), gt)
+    scorer = CocoScorer(gt, skeleton, crowd=protocol == "crowdpose", nms=bool(det_file),
+                        visibility_splits=visibility_splits)
+    return EvalSplit(records, scorer, gt)
 
 
 def build_loss(cfg: TrialConfig, skeleton):
