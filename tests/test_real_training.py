@@ -112,3 +112,13 @@ def test_search_rejects_a_malformed_annotation_naming_it(shared_data, fresh_layo
     assert proc.returncode == 2
     assert str(val) in proc.stderr and f"annotation {data['annotations'][0]['id']}" in proc.stderr \
         and "'bbox'" in proc.stderr
+
+
+def test_trial_trains_with_occluders_and_a_targeted_augmentation(real_layouts, tmp_path):
+    cfg = trial_config(resolve("coco", real_layouts / "coco"), **{
+        "occ.p_occ": 0.5, "occ.targeted": "partmix", "occ.targeted_p": 0.5, "occ.label_removal": True})
+    reporter = LocalReporter(tmp_path / "trial")
+    fit(cfg, reporter)
+    assert reporter.history[-1]["train/loss"] > 0
+    with pytest.raises(ValueError, match="occ.targeted"):
+        fit(trial_config(resolve("coco", real_layouts / "coco"), **{"occ.targeted": "cutmix"}), reporter)

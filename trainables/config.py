@@ -51,6 +51,19 @@ class LJAConfig:
 
 
 @dataclass
+class OcclusionConfig:
+    """Occlusion augmentations besides LJA (datasets/occlusion.py, datasets/targeted.py)."""
+
+    p_occ: float = 0.0  # share of training samples given random occluders
+    occluder_count_max: int = 3
+    occluder_area_min: float = 0.02  # fraction of the body box, per occluder
+    occluder_area_max: float = 0.15
+    targeted: str = "none"  # none, keypoint-blur, keypoint-cutout, multi-keypoint, part-cutout, part-blur, partmix
+    targeted_p: float = 0.5
+    label_removal: bool = False  # covered joints' target weight -> 0
+
+
+@dataclass
 class LossConfig:
     structure: bool = True  # DSL on top of the keypoint MSE
     schedule: str = "step"
@@ -85,6 +98,7 @@ class TrialConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     lja: LJAConfig = field(default_factory=LJAConfig)
+    occ: OcclusionConfig = field(default_factory=OcclusionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -123,6 +137,10 @@ class TrialConfig:
         for name in ("flip_p", "half_body_p", "photometric_p", "rotation_p"):
             if not 0.0 <= getattr(self.data, name) <= 1.0:
                 raise ValueError(f"data.{name} must be a probability in [0, 1], got {getattr(self.data, name)}")
+        from datasets.targeted import TARGETED
+
+        if self.occ.targeted not in ("none",) + TARGETED:
+            raise ValueError(f"occ.targeted must be 'none' or one of {TARGETED}, got {self.occ.targeted!r}")
         if self.optim.epochs < 1 or self.optim.batch_size < 1:
             raise ValueError("optim.epochs and optim.batch_size must be >= 1")
         return self

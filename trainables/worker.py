@@ -20,9 +20,10 @@ from datasets.codec import HeatmapCodec
 from datasets.layouts import get_dataset
 from datasets.metrics import load_coco
 from datasets.mpii_eval import load_mpii_gt
-from datasets.occlusion import LJAParams
+from datasets.occlusion import LJAParams, RandomOccluders
 from datasets.scoring import CocoScorer, MpiiScorer
 from datasets.skeletons import Skeleton, get_skeleton
+from datasets.targeted import targeted_augmentation
 from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none
 from trainables.config import TrialConfig
 from trainables.engine import evaluate, train_one_epoch
@@ -106,6 +107,18 @@ def load_eval_split(protocol: str, ann_file: str, image_dir: str, skeleton: Skel
     return EvalSplit(records, scorer, gt)
 
 
+def occlusion_transforms(cfg: TrialConfig, skeleton: Skeleton) -> list:
+    """Random occluders (p_occ) and a targeted augmentation, in that order; LJA is added by the dataset."""
+    occ, transforms = cfg.occ, []
+    if occ.p_occ > 0:
+        transforms.append(RandomOccluders(occ.p_occ, (1, occ.occluder_count_max),
+                                          (occ.occluder_area_min, occ.occluder_area_max),
+                                          label_removal=occ.label_removal))
+    if occ.targeted != "none":
+        transforms.append(targeted_augmentation(occ.targeted, skeleton, occ.targeted_p, occ.label_removal))
+    return transforms
+
+
 def build_loss(cfg: TrialConfig, skeleton):
     if cfg.loss.structure:
         loss = cfg.loss
@@ -130,7 +143,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
     augment = Augment(data.scale_factor, data.rotation, data.rotation_p, flip_p=data.flip_p,
                       half_body_p=data.half_body_p, photometric_p=data.photometric_p)
     train_set = TopDownDataset(train_records, skeleton, codec, train=True, augment=augment, lja=lja,
-                               seed=cfg.runtime.seed)
+                               seed=cfg.runtime.seed, occlusions=occlusion_transforms(cfg, skeleton))
     sampler = None
     if reporter.world_size > 1:
         sampler = torch.utils.data.DistributedSampler(
