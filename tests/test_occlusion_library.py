@@ -197,3 +197,11 @@ def test_bad_names_and_parameters_are_rejected():
         targeted_augmentation("cutmix", COCO17)
     with pytest.raises(ValueError, match="area"):
         RandomOccluders(area=(0.5, 0.1))
+
+
+@pytest.mark.parametrize("name", TARGETED)
+def test_targeted_augmentations_fire_with_probability_p(crops, crop, name):
+    transform = targeted_augmentation(name, COCO17, p=0.3, donor=donor_of(crops))
+    rng = np.random.default_rng(11)
+    fired = sum(bool(transform(crop, rng).occlusions) for _ in range(600))
+    assert abs(fired / 600 - 0.3) < 0.06
