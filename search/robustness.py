@@ -73,8 +73,7 @@ def load_trial(checkpoint: Path, args):
 
     from datasets.layouts import resolve
     from trainables.config import TrialConfig
-    from trainables.models import create_model
-    from trainables.worker import CONFIG_FILE, MODEL_FILE
+    from trainables.worker import CONFIG_FILE, MODEL_FILE, build_model
 
     for name in (MODEL_FILE, CONFIG_FILE):
         if not (checkpoint / name).is_file():
@@ -89,10 +88,7 @@ def load_trial(checkpoint: Path, args):
                              "data.val_images": str(split.images), "data.val_occ_ann": "",
                              "data.val_gt": str(layout.val_gt or ""), "data.det_file": ""})
         args.split = "val"
-    from datasets.skeletons import get_skeleton
-
-    model = create_model(cfg.model.name, get_skeleton(cfg.data.dataset).num_keypoints,
-                         deconv_channels=cfg.model.deconv_channels)
+    model = build_model(cfg.replace(**{"model.pretrained": ""}))  # the checkpoint holds every weight
     model.load_state_dict(torch.load(checkpoint / MODEL_FILE, map_location="cpu"))
     return model.eval(), cfg
 

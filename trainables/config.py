@@ -38,8 +38,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "simplebaseline_r18"
-    deconv_channels: int = 128
+    name: str = "simplebaseline_r18"  # any of trainables.models.list_models()
+    deconv_channels: int = 128  # SimpleBaseline's deconvolution width (the paper: 256)
+    pretrained: str = ""  # "" none; a local backbone state-dict file (ImageNet weights need no internet then)
 
 
 @dataclass

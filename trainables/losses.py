@@ -80,3 +80,115 @@ class DynamicStructureLoss(torch.nn.Module):
         )
         lam = self.schedule(progress)
         return mse + lam * limb, {"loss_mse": mse.item(), "loss_limb": limb.item(), "lambda": lam}
+
+
+def neighbour_matrix(bones, num_keypoints: int) -> torch.Tensor:
+    """(K, K) 0/1 matrix: row i sums joint i's heatmap with those of the joints a bone links it to."""
+    matrix = torch.eye(num_keypoints)
+    for a, b in bones:
+        matrix[a, b] = matrix[b, a] = 1.0
+    return matrix
+
+
+class StructureAwareLoss(torch.nn.Module):
+    """Ke et al. 2018 (multi-scale structure-aware network), the DSL's comparison baseline: keypoint MSE plus
+    alpha x the MSE of every joint's structure heatmap (itself plus its skeleton neighbours), at all times."""
+
+    def __init__(self, bones, num_keypoints: int, alpha: float = 1.0):
+        super().__init__()
+        self.register_buffer("matrix", neighbour_matrix(bones, num_keypoints), persistent=False)
+        self.alpha = alpha
+
+    def forward(self, pred, target, weight, progress: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+        mse = keypoint_mse(pred, target, weight)
+        ones = torch.ones_like(weight)
+        structure = keypoint_mse(structure_heatmaps(pred, weight, self.matrix),
+                                 structure_heatmaps(target, weight, self.matrix), ones)
+        return mse + self.alpha * structure, {"loss_mse": mse.item(), "loss_structure": structure.item()}
+
+
+# --- OASNet's mimic losses -------------------------------------------------------------------------------------------
+# Written by hand from the paper: the occluded branch's reconstructed features (student) are pulled towards the
+# clean branch's features (teacher) at the positions the mask keeps (naturally occluded regions excluded).
+
+MIMIC_LOSSES = ("l2", "cosine", "kl", "sinkhorn")
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (N, h, w) values over the positions where the (N, h, w) mask is 1."""
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def mimic_l2(student, teacher, mask):
+    return _masked_mean(((student - teacher) ** 2).mean(dim=1), mask)
+
+
+def mimic_cosine(student, teacher, mask):
+    return _masked_mean(1 - torch.nn.functional.cosine_similarity(student, teacher, dim=1, eps=1e-8), mask)
+
+
+def mimic_kl(student, teacher, mask):
+    """KL(teacher || student) of the per-position distributions over channels (softmax)."""
+    log_s = torch.log_softmax(student, dim=1)
+    log_t = torch.log_softmax(teacher, dim=1)
+    return _masked_mean((log_t.exp() * (log_t - log_s)).sum(dim=1), mask)
+
+
+def sinkhorn_cost(x: torch.Tensor, y: torch.Tensor, cost: torch.Tensor | None = None, epsilon: float = 0.1,
+                  iterations: int = 5, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> torch.Tensor:
+    """Transport cost <T, C> of the entropic optimal transport between point sets x (n, d) and y (m, d) with
+    weights a, b (uniform by default), cost 1 - cosine similarity unless given; `iterations` log-domain Sinkhorn
+    updates at regularisation epsilon."""
+    if cost is None:
+        cost = 1 - torch.nn.functional.normalize(x, dim=-1) @ torch.nn.functional.normalize(y, dim=-1).T
+    n, m = cost.shape
+    log_a = torch.log(a) if a is not None else torch.full((n,), -math.log(n), dtype=cost.dtype, device=cost.device)
+    log_b = torch.log(b) if b is not None else torch.full((m,), -math.log(m), dtype=cost.dtype, device=cost.device)
+    f = torch.zeros(n, dtype=cost.dtype, device=cost.device)
+    g = torch.zeros(m, dtype=cost.dtype, device=cost.device)
+    for _ in range(iterations):
+        f = -epsilon * torch.logsumexp((g[None, :] - cost) / epsilon + log_b[None, :], dim=1)
+        g = -epsilon * torch.logsumexp((f[:, None] - cost) / epsilon + log_a[:, None], dim=0)
+    plan = torch.exp((f[:, None] + g[None, :] - cost) / epsilon + log_a[:, None] + log_b[None, :])
+    return (plan * cost).sum()
+
+
+class SinkhornMimic(torch.nn.Module):
+    """Optimal-transport mimic loss: a critic convolution downsamples both feature maps (stride 2); each sample's
+    kept positions become a point set; the cost is 1 - cosine; epsilon 0.1, 5 iterations. Debiased as a Sinkhorn
+    divergence, OT(s, t) - (OT(s, s) + OT(t, t)) / 2, so identical features cost exactly 0."""
+
+    def __init__(self, channels: int, epsilon: float = 0.1, iterations: int = 5):
+        super().__init__()
+        self.critic = torch.nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.epsilon, self.iterations = epsilon, iterations
+
+    def forward(self, student, teacher, mask):
+        s, t = self.critic(student), self.critic(teacher)
+        keep = torch.nn.functional.max_pool2d(mask[:, None].float(), 2, ceil_mode=True)[:, 0] > 0
+        losses = []
+        for i in range(s.shape[0]):
+            xs = s[i].flatten(1).T[keep[i].flatten()]
+            xt = t[i].flatten(1).T[keep[i].flatten()]
+            if len(xs) == 0:
+                continue
+            ot = lambda u, v: sinkhorn_cost(u, v, epsilon=self.epsilon, iterations=self.iterations)  # noqa: E731
+            losses.append(ot(xs, xt) - 0.5 * (ot(xs, xs) + ot(xt, xt)))
+        return torch.stack(losses).mean() if losses else s.sum() * 0.0
+
+
+class MimicLoss(torch.nn.Module):
+    def __init__(self, kind: str, channels: int, detach: bool = True):
+        super().__init__()
+        if kind not in MIMIC_LOSSES:
+            raise ValueError(f"mimic loss must be one of {MIMIC_LOSSES}, got {kind!r}")
+        self.kind, self.detach = kind, detach
+        self.sinkhorn = SinkhornMimic(channels) if kind == "sinkhorn" else None
+
+    def forward(self, student, teacher, mask):
+        """student, teacher (N, C, h, w); mask (N, h, w), 1 where the loss applies."""
+        if self.detach:
+            teacher = teacher.detach()
+        if self.sinkhorn is not None:
+            return self.sinkhorn(student, teacher, mask)
+        return {"l2": mimic_l2, "cosine": mimic_cosine, "kl": mimic_kl}[self.kind](student, teacher, mask)

@@ -22,45 +22,157 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, num_keypoints: int = 17, **kwargs) -> nn.Module:
+# Each model's default input (h, w): the papers' COCO setting.
+DEFAULT_INPUT = {"vitpose_b": (256, 192)}
+
+
+def create_model(name: str, num_keypoints: int = 17, pretrained: bool | str = False, **kwargs) -> nn.Module:
+    """`pretrained`: False; True for the backbone's ImageNet weights from the timm/torchvision hubs (needs
+    internet); or a path to a local state-dict file of the backbone (e.g. downloaded once elsewhere)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose from {list_models()}")
-    return _REGISTRY[name](num_keypoints=num_keypoints, **kwargs)
+    model = _REGISTRY[name](num_keypoints=num_keypoints, pretrained=pretrained is True, **kwargs)
+    if isinstance(pretrained, str) and pretrained:
+        load_backbone(model, pretrained)
+    return model
+
+
+def load_backbone(model: nn.Module, path: str) -> None:
+    """Backbone weights from a local file: a state dict of the bare backbone (classifier keys are ignored)."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise ValueError(f"pretrained weights {path}: no such file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+    loaded = len(model.backbone.state_dict()) - len(missing)
+    if loaded == 0:
+        raise ValueError(f"pretrained weights {path}: no key matches the {type(model.backbone).__name__} backbone")
 
 
 class SimpleBaseline(nn.Module):
     """Xiao et al. 2018: ResNet backbone, three stride-2 deconvolutions, a 1x1 head."""
 
-    def __init__(self, depth: int, num_keypoints: int, deconv_channels: int = 256):
+    def __init__(self, depth: int, num_keypoints: int, deconv_channels: int = 256, pretrained: bool = False, **_):
         super().__init__()
-        resnet = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+        weights = "DEFAULT" if pretrained else None
+        resnet = getattr(torchvision.models, f"resnet{depth}")(weights=weights)
         self.backbone = nn.Sequential(*list(resnet.children())[:-2])
-        in_channels = resnet.fc.in_features
-        layers = []
-        for _ in range(3):
-            layers += [
-                nn.ConvTranspose2d(in_channels, deconv_channels, 4, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(deconv_channels),
-                nn.ReLU(inplace=True),
-            ]
-            in_channels = deconv_channels
-        self.deconv = nn.Sequential(*layers)
+        self.deconv = deconv_stack(resnet.fc.in_features, deconv_channels, 3)
         self.head = nn.Conv2d(deconv_channels, num_keypoints, 1)
-        # The reference initialisation: small deconv/head weights keep early heatmaps near zero.
-        for module in [*self.deconv.modules(), self.head]:
+        init_head(self.deconv, self.head)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1/4-resolution feature map the 1x1 head reads (OASNet works on it)."""
+        return self.deconv(self.backbone(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def deconv_stack(in_channels: int, channels: int, count: int) -> nn.Sequential:
+    """SimpleBaseline's upsampling: `count` x (4x4 stride-2 transposed conv, BN, ReLU)."""
+    layers = []
+    for _ in range(count):
+        layers += [nn.ConvTranspose2d(in_channels, channels, 4, stride=2, padding=1, bias=False),
+                   nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+        in_channels = channels
+    return nn.Sequential(*layers)
+
+
+def init_head(*modules: nn.Module) -> None:
+    """The reference initialisation: small deconv/head weights keep early heatmaps near zero."""
+    for root in modules:
+        for module in root.modules():
             if isinstance(module, (nn.ConvTranspose2d, nn.Conv2d)):
                 nn.init.normal_(module.weight, std=0.001)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.deconv(self.backbone(x)))
 
 
 for _depth in (18, 50, 101, 152):
     register(f"simplebaseline_r{_depth}")(
         lambda num_keypoints, depth=_depth, **kw: SimpleBaseline(depth, num_keypoints, **kw)
     )
+
+
+class HRNetPose(nn.Module):
+    """Sun et al. 2019: timm's HRNet backbone, its highest-resolution (1/4) branch, a 1x1 head.
+
+    timm builds HRNet for classification, so the last stage-4 module also fuses into the three lower-resolution
+    branches; the pose network does not (multi_scale_output=False) and those fuse layers are dropped here, which
+    is what brings the parameter count to the published pose model's.
+    """
+
+    def __init__(self, width: int, num_keypoints: int, pretrained: bool = False, **_):
+        super().__init__()
+        import timm
+
+        self.backbone = timm.create_model(f"hrnet_w{width}", pretrained=pretrained, features_only=True,
+                                          feature_location="", out_indices=(1,))
+        last = self.backbone.stage4[-1]
+        last.fuse_layers = nn.ModuleList([last.fuse_layers[0]])
+        self.head = nn.Conv2d(width, num_keypoints, 1)
+        init_head(self.head)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+for _width in (32, 48):
+    register(f"hrnet_w{_width}")(lambda num_keypoints, width=_width, **kw: HRNetPose(width, num_keypoints, **kw))
+
+
+class ViTPose(nn.Module):
+    """Xu et al. 2022: a plain ViT-B/16 on the 256x192 crop (a 16x12 token grid) and a light decoder.
+
+    decoder="classic": two 4x4 stride-2 deconvolutions (256 channels, BN, ReLU) to 1/4 resolution, a 1x1 head;
+    decoder="simple": bilinear x4 upsampling, ReLU, a 3x3 head.
+    """
+
+    def __init__(self, num_keypoints: int, input_hw=(256, 192), decoder: str = "classic", pretrained: bool = False,
+                 **_):
+        super().__init__()
+        import timm
+
+        if decoder not in ("classic", "simple"):
+            raise ValueError(f"ViTPose decoder must be 'classic' or 'simple', got {decoder!r}")
+        self.backbone = timm.create_model("vit_base_patch16_224", pretrained=pretrained, img_size=tuple(input_hw),
+                                          num_classes=0, global_pool="", drop_path_rate=0.3)
+        self.grid = (input_hw[0] // 16, input_hw[1] // 16)
+        width = self.backbone.embed_dim
+        if decoder == "classic":
+            self.decoder = deconv_stack(width, 256, 2)
+            self.head = nn.Conv2d(256, num_keypoints, 1)
+        else:
+            self.decoder = nn.Sequential(nn.Upsample(scale_factor=4, mode="bilinear", align_corners=False),
+                                         nn.ReLU(inplace=True))
+            self.head = nn.Conv2d(width, num_keypoints, 3, padding=1)
+        init_head(self.decoder, self.head)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.backbone.forward_features(x)[:, self.backbone.num_prefix_tokens:]
+        n, _, c = tokens.shape
+        grid = tokens.transpose(1, 2).reshape(n, c, *self.grid)
+        return self.decoder(grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+register("vitpose_b")(lambda num_keypoints, **kw: ViTPose(num_keypoints, **kw))
+
+
+def describe(name: str, num_keypoints: int = 17) -> dict:
+    """{"params_m", "gflops" (multiply-adds of one forward pass, in 1e9), "input": [h, w]} at the default input."""
+    model = create_model(name, num_keypoints)
+    input_hw = DEFAULT_INPUT.get(name, (256, 192))
+    return {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+            "gflops": round(count_flops(model, input_hw) / 2 / 1e9, 3), "input": list(input_hw)}
 
 
 def count_flops(model: nn.Module, input_hw: tuple[int, int]) -> int:
@@ -74,3 +186,26 @@ def count_flops(model: nn.Module, input_hw: tuple[int, int]) -> int:
         model(torch.zeros(1, 3, *input_hw))
     model.train(was_training)
     return counter.get_total_flops()
+
+
+def main(argv=None) -> None:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="The model zoo: parameters and multiply-adds at each default input.")
+    parser.add_argument("--list", action="store_true", help="describe every registered model")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--num-keypoints", type=int, default=17)
+    args = parser.parse_args(argv)
+    if not args.list:
+        parser.error("nothing to do: pass --list")
+    table = {name: describe(name, args.num_keypoints) for name in list_models()}
+    if args.json:
+        print(json.dumps(table))
+    else:
+        for name, row in table.items():
+            print(f"{name:20s} {row['params_m']:8.2f} M params  {row['gflops']:7.2f} GFLOPs  input {row['input']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -119,6 +119,12 @@ def occlusion_transforms(cfg: TrialConfig, skeleton: Skeleton) -> list:
     return transforms
 
 
+def build_model(cfg: TrialConfig):
+    return create_model(cfg.model.name, get_skeleton(cfg.data.dataset).num_keypoints,
+                        pretrained=cfg.model.pretrained if cfg.model.pretrained not in ("", "none") else False,
+                        deconv_channels=cfg.model.deconv_channels, input_hw=(cfg.data.input_h, cfg.data.input_w))
+
+
 def build_loss(cfg: TrialConfig, skeleton):
     if cfg.loss.structure:
         loss = cfg.loss
@@ -156,7 +162,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
         collate_fn=collate_skip_none, drop_last=len(train_set) > cfg.optim.batch_size, generator=generator,
     )
 
-    model = create_model(cfg.model.name, skeleton.num_keypoints, deconv_channels=cfg.model.deconv_channels)
+    model = build_model(cfg)
     flops_per_image = 3 * count_flops(model, codec.input_hw)  # forward + backward ~ 3x forward
     model = reporter.prepare_model(model)
     loss_fn = build_loss(cfg, skeleton)
