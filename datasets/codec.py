@@ -43,6 +43,11 @@ class HeatmapCodec:
         heatmaps *= target_weight[:, None, None]
         return heatmaps, target_weight.astype(np.float32)
 
+    def encode_occlusion(self, keypoints: np.ndarray, occluded: np.ndarray) -> np.ndarray:
+        """OASNet's occlusion-heatmap target (h, w): the occluded joints' Gaussians summed and clamped to 1."""
+        gaussians, _ = self.encode(keypoints, np.asarray(occluded, np.float32))
+        return np.minimum(gaussians.sum(axis=0), 1.0).astype(np.float32)
+
     def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """heatmaps (N, K, h, w) -> keypoints (N, K, 2) in input pixels, scores (N, K).
 

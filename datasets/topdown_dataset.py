@@ -66,6 +66,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         padding: float = 1.25,
         occlusions: Sequence = (),
         attack=None,
+        siamese: bool = False,
     ):
         self.records = records
         self.skeleton = skeleton
@@ -86,6 +87,7 @@ class TopDownDataset(torch.utils.data.Dataset):
             transforms.append(LJA(lja, tuple(skeleton.limb_joints)))
         self.occlusions = tuple(transforms)
         self.attack = attack  # a test-time attack (datasets/attacks.py), applied to every sample
+        self.siamese = siamese  # yield the clean and the occluded view (OASNet)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -125,6 +127,11 @@ class TopDownDataset(torch.utils.data.Dataset):
 
     def crop(self, index: int, epoch: int | None = None) -> Crop | None:
         """The sample's crop with its annotations after every transform (None when the image is unreadable)."""
+        views = self.views(index, epoch)
+        return None if views is None else views[1]
+
+    def views(self, index: int, epoch: int | None = None) -> tuple[Crop, Crop] | None:
+        """(clean, transformed): the same crop before and after the occlusion transforms and attack."""
         record = self.records[index]
         image = cv2.imread(str(record.file), cv2.IMREAD_COLOR)
         if image is None:
@@ -145,14 +152,14 @@ class TopDownDataset(torch.utils.data.Dataset):
             self._photometric.set_random_state(rng, random.Random(int(rng.integers(2**31))))
             pixels = self._photometric(image=pixels)["image"]
         body_box = _box_bounds(transform_points(_box_corners(record.bbox), matrix))
-        crop = Crop.of(pixels, transform_points(keypoints[:, :2], matrix), keypoints[:, 2].astype(np.int64),
-                       body_box)
+        clean = crop = Crop.of(pixels, transform_points(keypoints[:, :2], matrix), keypoints[:, 2].astype(np.int64),
+                               body_box)
         if rng is not None:
             for transform in self.occlusions:
                 crop = transform(crop, rng)
         if self.attack is not None:
             crop = self.attack(crop)
-        return crop
+        return clean, crop
 
     def donor_crop(self, rng: np.random.Generator) -> Crop:
         """An unaugmented crop of another random sample (PartMix's source of parts)."""
@@ -168,17 +175,26 @@ class TopDownDataset(torch.utils.data.Dataset):
         raise RuntimeError("PartMix: ten random donor images in a row were unreadable")
 
     def __getitem__(self, index: int):
-        crop = self.crop(index)
-        if crop is None:
+        views = self.views(index)
+        if views is None:
             return None
+        clean, crop = views
         heatmaps, target_weight = self.codec.encode(crop.keypoints, crop.target_weight)
-        tensor = torch.from_numpy(((crop.image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
-        return {
-            "image": tensor,
-            "heatmaps": torch.from_numpy(heatmaps),
-            "target_weight": torch.from_numpy(target_weight),
-            "index": index,
-        }
+        sample = {"image": _normalise(crop.image), "heatmaps": torch.from_numpy(heatmaps),
+                  "target_weight": torch.from_numpy(target_weight), "index": index}
+        if self.siamese:
+            # OASNet's pair: `image` becomes the clean view, `image_occluded` the transformed one; the occlusion
+            # targets mark the naturally occluded joints (v=1) and, in the occluded view, the covered ones too.
+            _, clean_weight = self.codec.encode(clean.keypoints, clean.target_weight)
+            natural = (clean.visibility == 1).astype(np.float32)
+            occluded = np.maximum(natural, covered_by(crop))
+            natural_map = self.codec.encode_occlusion(clean.keypoints, natural)
+            sample |= {"image": _normalise(clean.image), "image_occluded": sample["image"],
+                       "target_weight": torch.from_numpy(clean_weight),
+                       "target_weight_occluded": torch.from_numpy(target_weight),
+                       "occlusion": torch.from_numpy(natural_map), "natural_occlusion": torch.from_numpy(natural_map),
+                       "occlusion_occluded": torch.from_numpy(self.codec.encode_occlusion(crop.keypoints, occluded))}
+        return sample
 
     def inverse_matrix(self, index: int) -> np.ndarray:
         """Crop -> image mapping of an evaluation (unaugmented) crop."""
@@ -187,6 +203,20 @@ class TopDownDataset(torch.utils.data.Dataset):
     def crop_area(self, index: int) -> float:
         size = self.crop_geometry(index, None).size
         return float(size[0] * size[1])
+
+
+def _normalise(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(((image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
+
+
+def covered_by(crop: Crop) -> np.ndarray:
+    """(K,) 1 for labelled joints inside any drawn occlusion's box."""
+    hit = np.zeros(len(crop.keypoints), np.float32)
+    x, y = crop.keypoints[:, 0], crop.keypoints[:, 1]
+    for o in crop.occlusions:
+        x0, y0, x1, y1 = o.box
+        hit[(x >= x0) & (x < x1) & (y >= y0) & (y < y1) & (crop.visibility > 0)] = 1.0
+    return hit
 
 
 def flip_matrix(width: int) -> np.ndarray:

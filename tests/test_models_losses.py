@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 from datasets.skeletons import COCO17
 from trainables.losses import MIMIC_LOSSES, MimicLoss, StructureAwareLoss, keypoint_mse, sinkhorn_cost
 from trainables.models import create_model, list_models
-from trainables.oasnet import OASNet, OASNetLoss, occlusion_target
+from trainables.oasnet import OASNet, OASNetLoss
 
 PUBLISHED_PARAMS_M = {"simplebaseline_r50": 34.0, "simplebaseline_r152": 68.6, "hrnet_w32": 28.5, "hrnet_w48": 63.6}
 
@@ -114,6 +114,10 @@ def test_sinkhorn_agrees_with_exact_linear_programming(seed):
         # entropic OT overshoots the exact cost by at most epsilon x the entropy of a transport plan
         assert exact - 1e-6 <= approx <= exact + epsilon * np.log(n * m) + 1e-6
     assert approx == pytest.approx(exact, abs=0.03)
+
+
+def occlusion_target(heatmaps, occluded):
+    return (heatmaps * occluded[:, :, None, None]).sum(dim=1).clamp(max=1.0)
 
 
 def test_oasnet_forward_and_loss_reach_every_parameter():

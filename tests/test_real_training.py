@@ -122,3 +122,31 @@ def test_trial_trains_with_occluders_and_a_targeted_augmentation(real_layouts, t
     assert reporter.history[-1]["train/loss"] > 0
     with pytest.raises(ValueError, match="occ.targeted"):
         fit(trial_config(resolve("coco", real_layouts / "coco"), **{"occ.targeted": "cutmix"}), reporter)
+
+
+@pytest.mark.parametrize("mimic", ["l2", "cosine", "kl", "sinkhorn"])
+def test_oasnet_trial_trains_siamese_with_each_mimic_loss(real_layouts, tmp_path, mimic):
+    cfg = trial_config(resolve("coco", real_layouts / "coco"), **{
+        "oasnet.enabled": True, "oasnet.mimic": mimic, "oasnet.detach": mimic != "l2", "oasnet.lambda_mimic": 0.1,
+        "lja.enabled": True, "loss.structure": False})
+    reporter = LocalReporter(tmp_path / "trial")
+    fit(cfg, reporter)
+    metrics = reporter.history[-1]
+    assert metrics["train/loss_joints"] > 0 and metrics["train/loss_occlusion"] > 0
+    assert metrics["train/loss_mimic"] >= 0 and 0 <= metrics["val/AP"] <= 1
+
+
+def test_structure_aware_baseline_trains(real_layouts, tmp_path):
+    cfg = trial_config(resolve("coco", real_layouts / "coco"), **{"loss.structure": False,
+                                                                   "loss.structure_aware_alpha": 0.5})
+    reporter = LocalReporter(tmp_path / "trial")
+    fit(cfg, reporter)
+    assert reporter.history[-1]["train/loss_structure"] > 0
+
+
+def test_non_finite_loss_fails_the_trial_with_a_reason(real_layouts, tmp_path):
+    from trainables.engine import NonFiniteLoss
+
+    cfg = trial_config(resolve("coco", real_layouts / "coco"), **{"optim.lr": 1e30, "optim.epochs": 3})
+    with pytest.raises(NonFiniteLoss, match="non-finite loss .* lower optim.lr"):
+        fit(cfg, LocalReporter(tmp_path / "trial"))

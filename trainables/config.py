@@ -65,6 +65,18 @@ class OcclusionConfig:
 
 
 @dataclass
+class OASNetConfig:
+    """OASNet around the model: occlusion branch, feature erasing + reconstruction, siamese mimic loss. Needs an
+    artificial occlusion (lja.enabled, occ.p_occ or occ.targeted) to build the occluded view."""
+
+    enabled: bool = False
+    mimic: str = "l2"  # l2, cosine, kl, sinkhorn
+    detach: bool = True  # stop the mimic loss's gradient into the clean (teacher) branch
+    lambda_mimic: float = 1e-2
+    lambda_o: float = 1.0
+
+
+@dataclass
 class LossConfig:
     structure: bool = True  # DSL on top of the keypoint MSE
     schedule: str = "step"
@@ -72,6 +84,7 @@ class LossConfig:
     step_at: float = 0.5  # step schedule: fraction of training after which lambda = lambda_max
     ramp_until: float = 1.0  # linear schedule: fraction of training at which lambda reaches lambda_max
     exp_rate: float = 5.0  # exponential schedule: rise rate
+    structure_aware_alpha: float = 0.0  # > 0 (with structure off): Ke et al.'s structure-aware loss, the baseline
 
 
 @dataclass
@@ -92,6 +105,8 @@ class RuntimeConfig:
     gpus_per_worker: float = 0.0
     threads_per_worker: int = 0  # 0 = cpus_per_worker
     peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0 = unknown (MFU not logged)
+    amp: str = "auto"  # bf16 autocast: "auto" = on GPUs, "on", "off"
+    channels_last: str = "auto"  # NHWC tensors: "auto" = on GPUs, "on", "off"
 
 
 @dataclass
@@ -100,6 +115,7 @@ class TrialConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lja: LJAConfig = field(default_factory=LJAConfig)
     occ: OcclusionConfig = field(default_factory=OcclusionConfig)
+    oasnet: OASNetConfig = field(default_factory=OASNetConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -142,6 +158,18 @@ class TrialConfig:
 
         if self.occ.targeted not in ("none",) + TARGETED:
             raise ValueError(f"occ.targeted must be 'none' or one of {TARGETED}, got {self.occ.targeted!r}")
+        from trainables.losses import MIMIC_LOSSES
+
+        if self.oasnet.mimic not in MIMIC_LOSSES:
+            raise ValueError(f"oasnet.mimic must be one of {MIMIC_LOSSES}, got {self.oasnet.mimic!r}")
+        if self.oasnet.enabled and not (self.lja.enabled or self.occ.p_occ > 0 or self.occ.targeted != "none"):
+            raise ValueError("oasnet.enabled needs an artificial occlusion for its occluded view: set lja.enabled, "
+                             "occ.p_occ > 0 or occ.targeted")
+        if self.loss.structure and self.loss.structure_aware_alpha > 0:
+            raise ValueError("loss.structure (DSL) and loss.structure_aware_alpha (Ke et al.) are alternatives")
+        for name in ("amp", "channels_last"):
+            if getattr(self.runtime, name) not in ("auto", "on", "off"):
+                raise ValueError(f"runtime.{name} must be auto, on or off, got {getattr(self.runtime, name)!r}")
         if self.optim.epochs < 1 or self.optim.batch_size < 1:
             raise ValueError("optim.epochs and optim.batch_size must be >= 1")
         return self

@@ -35,30 +35,47 @@ class MetricLogger:
         return {key: self.sums[key] / max(self.counts[key], 1) for key in self.sums}
 
 
-def train_one_epoch(model, loss_fn, optimizer, loader, epoch: int, epochs: int, device, grad_clip: float = 0.0,
-                    print_every: int = 50) -> dict[str, float]:
+def heatmap_loss(loss_fn):
+    """The usual step: the model's heatmaps against the targets, through loss_fn(pred, target, weight, progress)."""
+
+    def compute(model, batch, progress):
+        return loss_fn(model(batch["image"]), batch["heatmaps"], batch["target_weight"], progress)
+
+    return compute
+
+
+def train_one_epoch(model, compute_loss, optimizer, loader, epoch: int, epochs: int, device, grad_clip: float = 0.0,
+                    amp: bool = False, channels_last: bool = False, print_every: int = 50) -> dict[str, float]:
+    """One pass over `loader`; compute_loss(model, batch, progress) -> (loss, {name: value}).
+
+    amp: bf16 autocast (GPU). channels_last: NHWC images, which convolution kernels on GPUs prefer."""
     model.train()
     meter = MetricLogger()
     steps = max(len(loader), 1)
     images_seen = 0
     start = time.perf_counter()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for step, batch in enumerate(loader):
         if batch is None:
             continue
-        images = batch["image"].to(device, non_blocking=True)
-        target = batch["heatmaps"].to(device, non_blocking=True)
-        weight = batch["target_weight"].to(device, non_blocking=True)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        for key in ("image", "image_occluded"):
+            if key in batch:
+                batch[key] = batch[key].contiguous(memory_format=memory_format)
         progress = (epoch + step / steps) / max(epochs, 1)
-        loss, parts = loss_fn(model(images), target, weight, progress)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, parts = compute_loss(model, batch, progress)
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch} step {step}")
+            raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step} "
+                                f"(parts: {parts}); lower optim.lr or set optim.grad_clip")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-        meter.update(images.shape[0], loss=loss.item(), **parts)
-        images_seen += images.shape[0]
+        n = batch["image"].shape[0]
+        meter.update(n, loss=loss.item(), **parts)
+        images_seen += n
         if print_every and step % print_every == 0:
             log.info("epoch %d step %d/%d loss %.6f", epoch, step, steps, loss.item())
     elapsed = time.perf_counter() - start

@@ -156,11 +156,15 @@ def sinkhorn_cost(x: torch.Tensor, y: torch.Tensor, cost: torch.Tensor | None = 
 class SinkhornMimic(torch.nn.Module):
     """Optimal-transport mimic loss: a critic convolution downsamples both feature maps (stride 2); each sample's
     kept positions become a point set; the cost is 1 - cosine; epsilon 0.1, 5 iterations. Debiased as a Sinkhorn
-    divergence, OT(s, t) - (OT(s, s) + OT(t, t)) / 2, so identical features cost exactly 0."""
+    divergence, OT(s, t) - (OT(s, s) + OT(t, t)) / 2, so identical features cost exactly 0.
+
+    The critic is a fixed random projection: trained jointly with the loss it minimises, it could collapse every
+    feature to one direction and make the loss vanish."""
 
     def __init__(self, channels: int, epsilon: float = 0.1, iterations: int = 5):
         super().__init__()
         self.critic = torch.nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.critic.requires_grad_(False)
         self.epsilon, self.iterations = epsilon, iterations
 
     def forward(self, student, teacher, mask):

@@ -42,14 +42,9 @@ class OASNet(nn.Module):
         return {"heatmaps": self.base.head(reconstructed), "occlusion": occlusion[:, 0],
                 "features": reconstructed}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_all(x)["heatmaps"]
-
-
-def occlusion_target(heatmaps: torch.Tensor, occluded: torch.Tensor) -> torch.Tensor:
-    """The occlusion branch's target: the clamped sum of the occluded joints' Gaussians. heatmaps (N, K, h, w)
-    unweighted Gaussians, occluded (N, K) 0/1."""
-    return (heatmaps * occluded[:, :, None, None]).sum(dim=1).clamp(max=1.0)
+    def forward(self, x: torch.Tensor, all_outputs: bool = False):
+        # One forward per step, both views in one batch: DDP syncs gradients of a single forward pass.
+        return self.forward_all(x) if all_outputs else self.forward_all(x)["heatmaps"]
 
 
 @dataclass
@@ -58,11 +53,14 @@ class OASNetLoss:
     lambda_o: float = 1.0
     lambda_mimic: float = 1e-2
 
-    def __call__(self, model: OASNet, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """batch: `image` (clean view) and `image_occluded`, `heatmaps`/`target_weight` of each view,
-        `occlusion` and `occlusion_occluded` targets (N, h, w), `natural_occlusion` (N, h, w) of the clean view."""
-        clean = model.forward_all(batch["image"])
-        occluded = model.forward_all(batch["image_occluded"])
+    def __call__(self, model, batch: dict, progress: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """batch (TopDownDataset with siamese=True): `image` (clean view) and `image_occluded`, `heatmaps`,
+        `target_weight` and `target_weight_occluded`, occlusion targets `occlusion` / `occlusion_occluded` and the
+        clean view's `natural_occlusion` (N, h, w). `model` is an OASNet, possibly DDP-wrapped."""
+        n = batch["image"].shape[0]
+        both = model(torch.cat([batch["image"], batch["image_occluded"]]), all_outputs=True)
+        clean = {k: v[:n] for k, v in both.items()}
+        occluded = {k: v[n:] for k, v in both.items()}
         joints = keypoint_mse(clean["heatmaps"], batch["heatmaps"], batch["target_weight"]) + keypoint_mse(
             occluded["heatmaps"], batch["heatmaps"], batch["target_weight_occluded"])
         occ = nn.functional.mse_loss(clean["occlusion"], batch["occlusion"]) + nn.functional.mse_loss(

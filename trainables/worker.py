@@ -26,8 +26,9 @@ from datasets.skeletons import Skeleton, get_skeleton
 from datasets.targeted import targeted_augmentation
 from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none
 from trainables.config import TrialConfig
-from trainables.engine import evaluate, train_one_epoch
-from trainables.losses import DynamicStructureLoss, LambdaSchedule, keypoint_mse
+from trainables.engine import evaluate, heatmap_loss, train_one_epoch
+from trainables.losses import DynamicStructureLoss, LambdaSchedule, MimicLoss, StructureAwareLoss, keypoint_mse
+from trainables.oasnet import OASNet, OASNetLoss
 from trainables.models import count_flops, create_model
 
 log = logging.getLogger(__name__)
@@ -120,17 +121,29 @@ def occlusion_transforms(cfg: TrialConfig, skeleton: Skeleton) -> list:
 
 
 def build_model(cfg: TrialConfig):
-    return create_model(cfg.model.name, get_skeleton(cfg.data.dataset).num_keypoints,
-                        pretrained=cfg.model.pretrained if cfg.model.pretrained not in ("", "none") else False,
-                        deconv_channels=cfg.model.deconv_channels, input_hw=(cfg.data.input_h, cfg.data.input_w))
+    model = create_model(cfg.model.name, get_skeleton(cfg.data.dataset).num_keypoints,
+                         pretrained=cfg.model.pretrained if cfg.model.pretrained not in ("", "none") else False,
+                         deconv_channels=cfg.model.deconv_channels, input_hw=(cfg.data.input_h, cfg.data.input_w))
+    return OASNet(model) if cfg.oasnet.enabled else model
 
 
-def build_loss(cfg: TrialConfig, skeleton):
-    if cfg.loss.structure:
-        loss = cfg.loss
+def build_loss(cfg: TrialConfig, skeleton, model):
+    """compute_loss(model, batch, progress) for train_one_epoch."""
+    if cfg.oasnet.enabled:
+        o = cfg.oasnet
+        mimic = MimicLoss(o.mimic, model.channels, detach=o.detach).to(next(model.parameters()).device)
+        return OASNetLoss(mimic, lambda_o=o.lambda_o, lambda_mimic=o.lambda_mimic)
+    loss = cfg.loss
+    if loss.structure:
         schedule = LambdaSchedule(loss.schedule, loss.lambda_max, loss.step_at, loss.ramp_until, loss.exp_rate)
-        return DynamicStructureLoss(skeleton.limb_chains, skeleton.num_keypoints, schedule)
-    return lambda pred, target, weight, progress: (keypoint_mse(pred, target, weight), {})
+        return heatmap_loss(DynamicStructureLoss(skeleton.limb_chains, skeleton.num_keypoints, schedule))
+    if loss.structure_aware_alpha > 0:
+        return heatmap_loss(StructureAwareLoss(skeleton.bones, skeleton.num_keypoints, loss.structure_aware_alpha))
+    return heatmap_loss(lambda pred, target, weight, progress: (keypoint_mse(pred, target, weight), {}))
+
+
+def _enabled(setting: str, device: torch.device) -> bool:
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def fit(cfg: TrialConfig, reporter) -> None:
@@ -149,7 +162,8 @@ def fit(cfg: TrialConfig, reporter) -> None:
     augment = Augment(data.scale_factor, data.rotation, data.rotation_p, flip_p=data.flip_p,
                       half_body_p=data.half_body_p, photometric_p=data.photometric_p)
     train_set = TopDownDataset(train_records, skeleton, codec, train=True, augment=augment, lja=lja,
-                               seed=cfg.runtime.seed, occlusions=occlusion_transforms(cfg, skeleton))
+                               seed=cfg.runtime.seed, occlusions=occlusion_transforms(cfg, skeleton),
+                               siamese=cfg.oasnet.enabled)
     sampler = None
     if reporter.world_size > 1:
         sampler = torch.utils.data.DistributedSampler(
@@ -163,9 +177,13 @@ def fit(cfg: TrialConfig, reporter) -> None:
     )
 
     model = build_model(cfg)
-    flops_per_image = 3 * count_flops(model, codec.input_hw)  # forward + backward ~ 3x forward
+    # forward + backward ~ 3x forward; OASNet runs two views per sample
+    flops_per_image = 3 * count_flops(model, codec.input_hw) * (2 if cfg.oasnet.enabled else 1)
+    loss_fn = build_loss(cfg, skeleton, _unwrap(model).to(device))
     model = reporter.prepare_model(model)
-    loss_fn = build_loss(cfg, skeleton)
+    amp, channels_last = _enabled(cfg.runtime.amp, device), _enabled(cfg.runtime.channels_last, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     milestones = sorted({max(1, round(f * cfg.optim.epochs)) for f in cfg.optim.lr_decay_at})
     lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
@@ -202,7 +220,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
         if sampler is not None:
             sampler.set_epoch(epoch)
         stats = train_one_epoch(model, loss_fn, optimizer, loader, epoch, cfg.optim.epochs, device,
-                                cfg.optim.grad_clip)
+                                cfg.optim.grad_clip, amp=amp, channels_last=channels_last)
         lr_scheduler.step()
         # "epoch" counts completed epochs (1-based): the MLflow step and ASHA's time axis, stable across resumes.
         metrics = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in stats.items()}}
