@@ -428,7 +428,8 @@ def summarize(results, args, base_flat: dict, wall_s: float) -> dict:
         shown = dict.fromkeys(("val/AP", "val_occ/AP", "val/PCKh_0.5", args.metric, "epoch"))
         summary["best"] = {k: best.metrics.get(k) for k in shown if k in best.metrics}
         summary["best"]["trial_id"] = best.metrics.get("trial_id")
-        summary["best"]["config"] = {k: v for k, v in sorted(best.config.items()) if k.startswith(("lja.", "loss."))}
+        searched = tuple(f"{section}." for section in ("lja", "loss", "occ", "oasnet", "model"))
+        summary["best"]["config"] = {k: v for k, v in sorted(best.config.items()) if k.startswith(searched)}
         summary["trials"] = sorted(
             ({"trial_id": r.metrics.get("trial_id"), "epochs": r.metrics.get("epoch"),
               "val/AP": r.metrics.get("val/AP"), args.metric: r.metrics.get(args.metric)} for r in scored),

@@ -96,3 +96,20 @@ def test_search_on_a_real_dataset_layout_with_detector_boxes(real_layouts, share
     for name in ("val/AP", "val/O/AP", "val/NO/AP", "val/AR"):
         assert 0.0 <= child.data.metrics[name] <= 1.0, name
     assert '"val/O/AP"' in result.stdout
+
+
+def test_oasnet_space_smoke_search(tmp_path, dataset_cache):
+    """The OASNet space end to end: siamese training under Ray Train, the paper's point first."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "oasnet", "--smoke", "--num-samples", "1",
+         "--storage-path", str(tmp_path / "ray"), "--experiment", "e2e-oasnet"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "OCCPOSE_CACHE": str(dataset_cache)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(uri)
+    child, = client.search_runs([client.get_experiment_by_name("e2e-oasnet").experiment_id], "tags.trial_id != ''")
+    assert child.data.params["oasnet.enabled"] == "True" and child.data.params["oasnet.mimic"] == "l2"
+    assert child.data.metrics["train/loss_mimic"] >= 0 and child.data.metrics["train/loss_occlusion"] > 0
+    assert 0 <= child.data.metrics["val_occ/AP"] <= 1
