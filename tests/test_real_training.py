@@ -150,3 +150,12 @@ def test_non_finite_loss_fails_the_trial_with_a_reason(real_layouts, tmp_path):
     cfg = trial_config(resolve("coco", real_layouts / "coco"), **{"optim.lr": 1e30, "optim.epochs": 3})
     with pytest.raises(NonFiniteLoss, match="non-finite loss .* lower optim.lr"):
         fit(cfg, LocalReporter(tmp_path / "trial"))
+
+
+def test_bf16_autocast_and_channels_last_path_runs(real_layouts, tmp_path):
+    """The GPU settings forced on the CPU: the same loop runs under bf16 autocast with NHWC tensors."""
+    cfg = trial_config(resolve("coco", real_layouts / "coco"), **{"runtime.amp": "on", "runtime.channels_last": "on",
+                                                                   "optim.grad_clip": 1.0})
+    reporter = LocalReporter(tmp_path / "trial")
+    fit(cfg, reporter)
+    assert reporter.history[-1]["train/loss"] > 0

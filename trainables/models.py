@@ -130,19 +130,19 @@ for _width in (32, 48):
 class ViTPose(nn.Module):
     """Xu et al. 2022: a plain ViT-B/16 on the 256x192 crop (a 16x12 token grid) and a light decoder.
 
-    decoder="classic": two 4x4 stride-2 deconvolutions (256 channels, BN, ReLU) to 1/4 resolution, a 1x1 head;
+    drop_path_rate 0.3 is ViTPose-B's stochastic depth. decoder="classic": two 4x4 stride-2 deconvolutions (256 channels, BN, ReLU) to 1/4 resolution, a 1x1 head;
     decoder="simple": bilinear x4 upsampling, ReLU, a 3x3 head.
     """
 
     def __init__(self, num_keypoints: int, input_hw=(256, 192), decoder: str = "classic", pretrained: bool = False,
-                 **_):
+                 drop_path_rate: float = 0.3, **_):
         super().__init__()
         import timm
 
         if decoder not in ("classic", "simple"):
             raise ValueError(f"ViTPose decoder must be 'classic' or 'simple', got {decoder!r}")
         self.backbone = timm.create_model("vit_base_patch16_224", pretrained=pretrained, img_size=tuple(input_hw),
-                                          num_classes=0, global_pool="", drop_path_rate=0.3)
+                                          num_classes=0, global_pool="", drop_path_rate=drop_path_rate)
         self.grid = (input_hw[0] // 16, input_hw[1] // 16)
         width = self.backbone.embed_dim
         if decoder == "classic":
