@@ -116,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted --experiment")
     p.add_argument("--smoke", action="store_true", help="shrink data, model and budget to run in ~1 minute")
     p.add_argument("--seed", type=int, default=0, help="seed of the dataset, the searcher and the trials")
+    p.add_argument("--model", help="model of every trial (python -m trainables.models --list); default "
+                   "simplebaseline_r18 on synthetic, simplebaseline_r50 on real datasets")
+    p.add_argument("--searcher", default="tpe", choices=["tpe", "random", "grid"],
+                   help="Optuna sampler; grid walks the papers' own grids (e.g. the LJA quantity x size table), "
+                   "its size being the default --num-samples")
+    p.add_argument("--scheduler", default="asha", choices=["asha", "hyperband", "fifo"],
+                   help="early stopping of weak trials on --metric (fifo: none)")
+    p.add_argument("--multi-objective", action="store_true",
+                   help="optimise clean and occluded AP together (Optuna's Pareto front, printed at the end)")
+    p.add_argument("--optuna-storage", help="Optuna study storage URL (default: optuna.db beside a sqlite MLflow "
+                   "store, else in --storage-path), for optuna-dashboard and resume")
     return p
 
 
@@ -125,6 +136,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.resume and not args.experiment:
         parser.error("--resume needs --experiment NAME (the name printed when the search started)")
     budget = choose_budget(args.smoke, args.dataset)
+    if args.searcher == "grid" and args.num_samples is None:
+        args.num_samples = SPACES[args.space].grid_size() if SPACES[args.space].grid else None
     for flag in ("num_samples", "time_budget_min", "epochs", "grace_period"):
         if getattr(args, flag) is None:
             setattr(args, flag, getattr(budget, flag))
@@ -141,6 +154,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.det_file and args.dataset == "mpii":
         parser.error("--det-file does not apply to mpii: its protocol scores the annotated persons' boxes")
     args.metric = args.metric or DATASETS[args.dataset].default_metric
+    if args.searcher == "grid":
+        if not SPACES[args.space].grid:
+            parser.error(f"--searcher grid: the {args.space} space has no grid; use tpe or random")
+    args.clean_metric = "val/PCKh_0.5" if DATASETS[args.dataset].protocol == "mpii" else "val/AP"
+    if args.multi_objective and args.clean_metric == args.metric:
+        parser.error(f"--multi-objective needs distinct clean and occluded metrics; both are {args.metric}")
     args.experiment = args.experiment or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "://" not in args.storage_path:
         args.storage_path = str(Path(args.storage_path).resolve())
@@ -215,6 +234,8 @@ def base_trial_config(args, data: dict):
     recipe = {} if args.dataset == "synthetic" else dict(REAL_DATA_RECIPE)
     if args.smoke:
         recipe.pop("model.name", None)  # the smallest model
+    if args.model:
+        recipe["model.name"] = args.model
     sizes = {"data.input_h": b.input_h, "data.input_w": b.input_w} if b.input_h else {}
     return TrialConfig().replace(**{
         **recipe, **sizes, **data,
@@ -271,7 +292,8 @@ def short_trial_name(trial) -> str:
 
 RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_period", "smoke", "seed", "metric",
                     "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "max_concurrent", "dataset",
-                    "data_root", "train_root", "det_file")
+                    "data_root", "train_root", "det_file", "model", "searcher", "scheduler", "multi_objective",
+                    "optuna_storage", "clean_metric")
 
 
 def main(argv=None) -> int:
@@ -306,6 +328,7 @@ def main(argv=None) -> int:
             setattr(args, key, settings.get(key, getattr(args, key)))
         args.budget = choose_budget(args.smoke, args.dataset)
     else:
+        args.optuna_storage = args.optuna_storage or default_optuna_storage(args.storage_path)
         with tracker.registry.editing() as data:
             data["settings"] = {key: getattr(args, key) for key in RESUMED_SETTINGS}
     return run_search(args, tracker, experiment_dir)
@@ -314,8 +337,6 @@ def main(argv=None) -> int:
 def run_search(args, tracker, experiment_dir: str) -> int:
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from search.tracking import MLflowTrialCallback, ProgressPrinter, git_commit, mlflow_ui_command, tracking_uri
 
@@ -327,7 +348,8 @@ def run_search(args, tracker, experiment_dir: str) -> int:
     resuming = tracker.parent_run_id is not None
     parent = tracker.start_parent(
         run_name=f"search-{args.space}",
-        params={"space": args.space, "searcher": "optuna-tpe", "scheduler": "asha", "metric": args.metric,
+        params={"space": args.space, "searcher": f"optuna-{args.searcher}", "scheduler": args.scheduler,
+                "metric": args.metric, "multi_objective": args.multi_objective, "optuna_storage": args.optuna_storage,
                 "num_samples": args.num_samples, "epochs": args.epochs, "grace_period": args.grace_period,
                 "seed": args.seed, "smoke": args.smoke, "dataset": args.dataset,
                 **{f"base.{k}": v for k, v in base_flat.items()}},
@@ -356,10 +378,7 @@ def run_search(args, tracker, experiment_dir: str) -> int:
         tuner = tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=base_flat)
     else:
-        searcher = OptunaSearch(space.define, metric=args.metric, mode="max", seed=args.seed,
-                                points_to_evaluate=list(space.paper_points))
-        scheduler = ASHAScheduler(time_attr="epoch", metric=args.metric, mode="max", max_t=args.epochs,
-                                  grace_period=args.grace_period, reduction_factor=args.budget.reduction_factor)
+        searcher, scheduler = make_searcher(args, space), make_scheduler(args)
         tuner = tune.Tuner(
             trainable,
             param_space=base_flat,
@@ -386,6 +405,8 @@ def run_search(args, tracker, experiment_dir: str) -> int:
     complete = len(ended) >= args.num_samples or budget_spent
     summary = summarize(results, args, base_flat, time.perf_counter() - started)
     summary["trials_ended"] = len(ended)
+    if args.multi_objective:
+        summary["pareto_front"] = pareto_front(args)
     summary["ended_by"] = "all trials" if len(ended) >= args.num_samples else "time budget" if complete else "interrupt"
     for key, value in summary.get("best", {}).items():
         if isinstance(value, (int, float)) and key != "epoch":
@@ -402,6 +423,57 @@ def run_search(args, tracker, experiment_dir: str) -> int:
         return 130
     tracker.end_parent("FINISHED")
     return 0
+
+
+def default_optuna_storage(storage_path: str) -> str:
+    """optuna.db beside a sqlite MLflow store, else inside a local --storage-path."""
+    from search.tracking import tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve().parent / 'optuna.db'}"
+    if "://" in storage_path:
+        raise SystemExit("error: with a remote --storage-path and a non-sqlite MLflow store, pass --optuna-storage "
+                         "URL (e.g. the PostgreSQL server MLflow uses)")
+    return f"sqlite:///{Path(storage_path) / 'optuna.db'}"
+
+
+def make_searcher(args, space):
+    """OptunaSearch with the chosen sampler, its study persisted in --optuna-storage under the experiment's name."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = optuna.storages.RDBStorage(args.optuna_storage)
+    if args.searcher == "grid":
+        sampler, define, points = optuna.samplers.GridSampler(space.grid, seed=args.seed), space.grid_define(), None
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=args.seed) if args.searcher == "random" \
+            else optuna.samplers.TPESampler(seed=args.seed)
+        define, points = space.define, list(space.paper_points)
+    metric, mode = ([args.clean_metric, args.metric], ["max", "max"]) if args.multi_objective else (args.metric, "max")
+    return OptunaSearch(define, metric=metric, mode=mode, sampler=sampler, study_name=args.experiment,
+                        storage=storage, points_to_evaluate=points)
+
+
+def make_scheduler(args):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+
+    if args.scheduler == "fifo":
+        return FIFOScheduler()
+    if args.scheduler == "hyperband":
+        return HyperBandScheduler(time_attr="epoch", metric=args.metric, mode="max", max_t=args.epochs,
+                                  reduction_factor=args.budget.reduction_factor)
+    return ASHAScheduler(time_attr="epoch", metric=args.metric, mode="max", max_t=args.epochs,
+                        grace_period=args.grace_period, reduction_factor=args.budget.reduction_factor)
+
+
+def pareto_front(args) -> list[dict]:
+    """The multi-objective study's non-dominated trials (clean metric, occluded metric) and their parameters."""
+    import optuna
+
+    study = optuna.load_study(study_name=args.experiment, storage=args.optuna_storage)
+    return [{"values": {args.clean_metric: t.values[0], args.metric: t.values[1]}, "params": t.params}
+            for t in study.best_trials]
 
 
 def log_mean_pose_baseline(base, tracker, parent: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from datasets.targeted import TARGETED
 from trainables.losses import MIMIC_LOSSES, SCHEDULES
 
 
@@ -42,6 +43,14 @@ def pocc_space(trial) -> None:
     trial.suggest_categorical("model.name", POCC_MODELS)
 
 
+def tilting_space(trial) -> None:
+    """The augmentation paper's targeted augmentations: which one, with label removal or not, how often."""
+    kind = trial.suggest_categorical("occ.targeted", ("none",) + TARGETED)
+    if kind != "none":
+        trial.suggest_categorical("occ.label_removal", [True, False])
+        trial.suggest_float("occ.targeted_p", 0.1, 1.0)
+
+
 @dataclass(frozen=True)
 class Space:
     name: str
@@ -52,6 +61,33 @@ class Space:
     paper_points: tuple[dict, ...]
     # Fixed config for every trial of this space (e.g. which method is switched on).
     fixed: dict
+    # --searcher grid: the papers' own grids; parameters not in the grid keep the first paper point's values.
+    grid: dict = None
+
+    def grid_size(self) -> int:
+        size = 1
+        for values in (self.grid or {}).values():
+            size *= len(values)
+        return size
+
+    def grid_define(self) -> "GridDefine":
+        if not self.grid:
+            raise ValueError(f"the {self.name} space has no grid; use --searcher tpe or random")
+        return GridDefine(self.grid, {k: v for k, v in self.paper_points[0].items() if k not in self.grid})
+
+
+@dataclass(frozen=True)
+class GridDefine:
+    """Define-by-run over a grid, the rest held at constants; a class, not a closure, because Tune pickles the
+    searcher (and with it this function) into every experiment checkpoint."""
+
+    grid: dict
+    constants: dict
+
+    def __call__(self, trial) -> dict:
+        for key, values in self.grid.items():
+            trial.suggest_categorical(key, values)
+        return dict(self.constants)
 
 
 SPACES = {
@@ -63,6 +99,8 @@ SPACES = {
             "loss.schedule": "step", "loss.lambda_max": 0.25, "loss.step_at": 0.5,
         },),
         fixed={"lja.enabled": True, "loss.structure": True},
+        # The LJA paper's quantity x size table.
+        grid={"lja.quantity_ratio": [0.05, 0.10, 0.15, 0.20, 0.25], "lja.size_ratio": [0.10, 0.15, 0.20, 0.25, 0.30]},
     ),
     # The occluded view comes from LJA at its paper point. The OASNet seed fixes the method, not these numbers:
     # L2, detached, lambda_mimic 0.01 and lambda_o 1 are the platform's defaults, searched around.
@@ -73,11 +111,38 @@ SPACES = {
                        "oasnet.lambda_o": 1.0},),
         fixed={"oasnet.enabled": True, "lja.enabled": True, "lja.quantity_ratio": 0.15, "lja.size_ratio": 0.20,
                "lja.p": 1.0, "loss.structure": False},
+        grid={"oasnet.mimic": list(MIMIC_LOSSES), "oasnet.detach": [True, False]},
     ),
     "pocc": Space(
         name="pocc",
         define=pocc_space,
         paper_points=({"occ.p_occ": 0.5, "occ.occluder_area_max": 0.15, "model.name": "simplebaseline_r18"},),
         fixed={"lja.enabled": False, "loss.structure": False},
+        grid={"occ.p_occ": [0.0, 0.25, 0.5, 0.75, 1.0]},
+    ),
+    # The plain model first: the augmentations are judged against it.
+    "tilting": Space(
+        name="tilting",
+        define=tilting_space,
+        paper_points=({"occ.targeted": "none"},),
+        fixed={"lja.enabled": False, "loss.structure": False},
+        grid={"occ.targeted": ["none", *TARGETED], "occ.label_removal": [False, True]},
     ),
 }
+METHODS = tuple(SPACES)
+
+
+def all_space(trial) -> dict:
+    """The union: the method is the top-level choice, then its own space; its fixed settings come back as
+    constants so each trial switches on exactly its method."""
+    method = trial.suggest_categorical("search.method", METHODS)
+    SPACES[method].define(trial)
+    return {**SPACES[method].fixed}
+
+
+SPACES["all"] = Space(
+    name="all",
+    define=all_space,
+    paper_points=tuple({"search.method": m, **SPACES[m].paper_points[0]} for m in METHODS),
+    fixed={},
+)

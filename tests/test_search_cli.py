@@ -45,3 +45,20 @@ def test_help_explains_every_option():
     for flag in ("--space", "--num-samples", "--epochs", "--max-concurrent", "--workers-per-trial", "--address",
                  "--storage-path", "--experiment", "--resume", "--smoke", "--seed"):
         assert flag in result.stdout
+
+
+def test_grid_needs_a_space_with_a_grid_and_sizes_the_search():
+    result = run("--space", "all", "--searcher", "grid")
+    assert result.returncode == 2 and "has no grid" in result.stderr
+    from search.run import parse_args
+    from search.spaces import SPACES
+
+    assert parse_args(["--space", "lja", "--searcher", "grid"]).num_samples == 25 == SPACES["lja"].grid_size()
+    assert parse_args(["--space", "lja", "--searcher", "grid", "--num-samples", "3"]).num_samples == 3
+
+
+def test_model_flag_wins_over_the_recipe(tmp_path):
+    from search.run import base_trial_config, parse_args
+
+    args = parse_args(["--space", "pocc", "--model", "hrnet_w32", "--smoke"])
+    assert base_trial_config(args, {}).model.name == "hrnet_w32"

@@ -113,3 +113,32 @@ def test_oasnet_space_smoke_search(tmp_path, dataset_cache):
     assert child.data.params["oasnet.enabled"] == "True" and child.data.params["oasnet.mimic"] == "l2"
     assert child.data.metrics["train/loss_mimic"] >= 0 and child.data.metrics["train/loss_occlusion"] > 0
     assert 0 <= child.data.metrics["val_occ/AP"] <= 1
+
+
+def test_grid_searcher_fifo_multi_objective_and_optuna_storage(tmp_path, dataset_cache):
+    """--searcher grid walks the tilting grid in order; --multi-objective ends with the Pareto front; the Optuna
+    study lives in optuna.db beside the MLflow sqlite store, one trial per Tune trial, both objectives recorded."""
+    import optuna
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "tilting", "--smoke", "--searcher", "grid",
+         "--scheduler", "fifo", "--multi-objective", "--num-samples", "2", "--storage-path", str(tmp_path / "ray"),
+         "--experiment", "e2e-grid"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "OCCPOSE_CACHE": str(dataset_cache)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("e2e-grid")
+    children = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
+    assert len(children) == 2
+    assert all(c.data.params["occ.targeted"] in ("none", "keypoint-blur", "keypoint-cutout", "multi-keypoint",
+                                                 "part-cutout", "part-blur", "partmix") for c in children)
+    parent, = client.search_runs([experiment.experiment_id], "tags.space = 'tilting'")
+    assert parent.data.params["searcher"] == "optuna-grid" and parent.data.params["scheduler"] == "fifo"
+    study = optuna.load_study(study_name="e2e-grid", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2 and all(len(t.values) == 2 for t in complete)
+    assert len(study.directions) == 2
+    assert '"pareto_front"' in result.stdout

@@ -110,6 +110,11 @@ class RuntimeConfig:
 
 
 @dataclass
+class SearchConfig:
+    method: str = ""  # the --space all search's top-level choice (lja, oasnet, pocc, tilting); "" otherwise
+
+
+@dataclass
 class TrialConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -119,6 +124,7 @@ class TrialConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def flat(self) -> dict[str, Any]:
         """{"lja.quantity_ratio": 0.15, ...}: the form Tune, Optuna and MLflow all take."""
