@@ -327,6 +327,11 @@ def main(argv=None) -> int:
         for key in RESUMED_SETTINGS:
             setattr(args, key, settings.get(key, getattr(args, key)))
         args.budget = choose_budget(args.smoke, args.dataset)
+        parent = tracker.parent_run_id
+        if parent is not None and tracker.client.get_run(parent).info.status == "FINISHED":
+            print(f"experiment {args.experiment} already finished ({len(tracker.ended_trials())} trials); "
+                  "nothing to resume", flush=True)
+            return 0
     else:
         args.optuna_storage = args.optuna_storage or default_optuna_storage(args.storage_path)
         with tracker.registry.editing() as data:

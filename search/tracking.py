@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -21,6 +22,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 LOGGED_EXTRA_METRICS = ("epoch_time_s",)
 STEP_MARKER_METRIC = "epoch_time_s"  # logged with every epoch; its history says which epochs a run has
 ARTIFACT_FILES = ("model.pt", "trial_config.json")
+ROLE_TAG = "occpose.role"  # "parent" or "trial": how a resume finds runs the registry never heard of
 
 
 def tracking_uri() -> str:
@@ -97,15 +99,34 @@ class SearchTracker:
     def parent_run_id(self) -> str | None:
         return self.registry.read()["parent"]
 
+    def _find_run(self, filter_string: str) -> str | None:
+        """A run this search created but whose id never reached the registry (the driver was killed in between):
+        MLflow is asked before anything is created, so a resume reattaches it instead of duplicating it."""
+        runs = self.client.search_runs([self.experiment_id], filter_string, max_results=1,
+                                       order_by=["attributes.start_time ASC"])
+        return runs[0].info.run_id if runs else None
+
     def start_parent(self, run_name: str, params: dict, tags: dict) -> str:
         if self.parent_run_id is not None:
             self.client.update_run(self.parent_run_id, status="RUNNING")
             return self.parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
-        self.client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in params.items()])
+        run_id = self._find_run(f"tags.{ROLE_TAG} = 'parent'")
+        if run_id is None:
+            run_id = self.client.create_run(self.experiment_id, run_name=run_name,
+                                            tags={**tags, ROLE_TAG: "parent"}).info.run_id
+        self._log_params(run_id, params)
         with self.registry.editing() as data:
-            data["parent"] = run.info.run_id
-        return run.info.run_id
+            data["parent"] = run_id
+        return run_id
+
+    def _log_params(self, run_id: str, params: dict) -> None:
+        """Params of a new run, or of one found after a crash that may have missed them (the same values again
+        are accepted; a run that already holds other values keeps them)."""
+        try:
+            self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
+        except MlflowException as err:
+            if "Changing param values is not allowed" not in str(err):
+                raise
 
     def end_parent(self, status: str) -> None:
         if self.parent_run_id is not None:
@@ -116,13 +137,15 @@ class SearchTracker:
         known = self.registry.read()["trials"].get(trial_id)
         if known is not None:
             return known
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=trial_name,
-            tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": trial_id},
-        )
-        run_id = run.info.run_id
-        self.client.log_batch(run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
+        run_id = self._find_run(f"tags.trial_id = '{trial_id}'")
+        if run_id is None:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=trial_name,
+                tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": trial_id, ROLE_TAG: "trial"},
+            )
+            run_id = run.info.run_id
+        self._log_params(run_id, params)
         with self.registry.editing() as data:
             data["trials"][trial_id] = run_id
         return run_id

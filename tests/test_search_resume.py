@@ -66,3 +66,46 @@ def test_ctrl_c_keeps_state_and_resume_completes_without_duplicates(tmp_path, da
         # every epoch logged exactly once, in order, up to where ASHA let the trial run
         assert steps == list(range(1, len(steps) + 1)) and steps, steps
     assert max(len(client.get_metric_history(c.info.run_id, "val/AP")) for c in children) == 3
+
+
+def test_sigkill_of_the_driver_then_resume_logs_each_trial_once(tmp_path, dataset_cache):
+    """SIGKILL at a random epoch boundary, then --resume: exactly --num-samples child runs under one parent, each
+    with its full epoch count logged once, no repeated trial_id; a second --resume of the finished search is a
+    no-op."""
+    import random
+
+    seed = random.randrange(10**6)
+    kill_after = random.Random(seed).randint(1, 4)  # epoch lines seen before the kill (2 trials x 3 epochs)
+    proc = search(tmp_path, dataset_cache, "--num-samples", "2", "--epochs", "3", "--max-concurrent", "1",
+                  "--scheduler", "fifo")
+    for _ in range(kill_after):
+        wait_for_line(proc, "] epoch ", timeout=600)
+    proc.kill()  # SIGKILL: no handler runs, nothing is closed
+    proc.wait(timeout=60)
+
+    resumed = search(tmp_path, dataset_cache, "--resume")
+    output, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, f"kill after {kill_after} epochs (seed {seed})\n" + output[-4000:]
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("interrupted")
+
+    def snapshot():
+        runs = client.search_runs([experiment.experiment_id])
+        return {r.info.run_id: (r.info.status, r.info.end_time, tuple(sorted(r.data.metrics.items()))) for r in runs}
+
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", (kill_after, seed)
+    assert len(children) == 2 and len({c.data.tags["trial_id"] for c in children}) == 2, (kill_after, seed)
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/AP")]
+        assert steps == [1, 2, 3], (steps, kill_after, seed)
+
+    before = snapshot()
+    again = search(tmp_path, dataset_cache, "--resume")
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and "already finished" in output, output[-2000:]
+    assert snapshot() == before
