@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
 import sys
 import time
@@ -298,6 +299,11 @@ RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # An unreachable tracking server must fail a request in seconds, not minutes of retries: the trial callback
+    # queues what it cannot deliver (search/tracking.py Spool) and retries on its own.
+    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
+        os.environ.setdefault(name, value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.address:
         check_reachable(args.address)
@@ -400,6 +406,8 @@ def run_search(args, tracker, experiment_dir: str) -> int:
           f"{max_concurrent} at a time; MLflow parent run {parent}", flush=True)
     fit_started = time.monotonic()
     results = tuner.fit()
+    # Whatever the trial callback could not deliver (MLflow was down) goes now, before the runs are read back.
+    MLflowTrialCallback(tracker, base_flat, args.metric).drain()
 
     # A search ends when every trial has ended or its time budget is spent; Tune then stops the running trials
     # without reporting their end, so their runs are closed here.

@@ -88,12 +88,19 @@ class RunRegistry:
 class SearchTracker:
     """Owns the parent run; hands out child runs; survives restarts through its RunRegistry."""
 
-    def __init__(self, experiment: str, registry_path: Path, uri: str | None = None):
+    def __init__(self, experiment: str, registry_path: Path, uri: str | None = None, connect: bool = True):
         self.experiment = experiment
         self.uri = uri or tracking_uri()
         self.client = MlflowClient(self.uri)
-        self.experiment_id = ensure_experiment(self.client, experiment)
+        self._experiment_id = ensure_experiment(self.client, experiment) if connect else None
         self.registry = RunRegistry(registry_path)
+
+    @property
+    def experiment_id(self) -> str:
+        """Looked up on first use, so a tracker rebuilt while the server is down waits for it instead of failing."""
+        if self._experiment_id is None:
+            self._experiment_id = ensure_experiment(self.client, self.experiment)
+        return self._experiment_id
 
     @property
     def parent_run_id(self) -> str | None:
@@ -156,12 +163,15 @@ class SearchTracker:
         run_id, best = registry["trials"][trial_id], registry["best"].get(trial_id)
         if best is not None:
             self.client.log_dict(run_id, best, "best_metrics.json")
-            self.client.log_metric(run_id, f"best/{metric}", best["score"])
+            if not self.client.get_metric_history(run_id, f"best/{metric}"):  # a retried finish logs it once
+                self.client.log_metric(run_id, f"best/{metric}", best["score"])
             checkpoint = best.get("checkpoint_path")
             if checkpoint and Path(checkpoint).is_dir():
                 for name in ARTIFACT_FILES:
                     if (Path(checkpoint) / name).exists():
                         self.client.log_artifact(run_id, str(Path(checkpoint) / name), "best_checkpoint")
+            elif checkpoint:
+                self.client.set_tag(run_id, "best_checkpoint_missing", checkpoint)
         self.client.log_dict(run_id, final_metrics, "final_metrics.json")
         if stopped_by:
             self.client.set_tag(run_id, "stopped_by", stopped_by)
@@ -189,11 +199,44 @@ class SearchTracker:
             self.client.set_terminated(trials[tid], status="KILLED")
 
 
+class Spool:
+    """Tracking operations not yet in MLflow, as a JSON-lines file beside the registry.
+
+    Every callback appends its operation here first and then flushes the file in order, stopping at the first
+    operation MLflow refuses (the server is down): nothing is lost while the tracking server is away, and what was
+    queued arrives when it returns - in this process or, after a crash, in the resumed one."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def append(self, entry: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def replace(self, entries: list[dict]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        tmp.replace(self.path)
+
+
+# What a tracking server that is down raises through MlflowClient: its own errors, or requests' connection errors.
+TRACKING_DOWN = (MlflowException, OSError)
+
+
 class MLflowTrialCallback(tune.Callback):
     """Streams each trial's epochs into its child run; stores the best checkpoint when the trial ends.
 
-    Tune pickles its callbacks into the experiment state; a restored search unpickles this one, so only the
-    store's coordinates are pickled and the live tracker is rebuilt from the registry file on disk.
+    Operations go through a Spool, so an MLflow outage delays them instead of failing the search. Tune pickles its
+    callbacks into the experiment state; a restored search unpickles this one, so only the store's coordinates are
+    pickled and the live tracker is rebuilt from the registry file on disk.
     """
 
     def __init__(self, tracker: SearchTracker, base_config: dict, metric: str, mode: str = "max"):
@@ -201,50 +244,109 @@ class MLflowTrialCallback(tune.Callback):
         self.base_config = base_config
         self.metric = metric
         self.sign = 1 if mode == "max" else -1
+        self.spool = Spool(tracker.registry.path.with_name(tracker.registry.path.name.replace(
+            ".mlflow_runs.json", "") + ".mlflow_spool.jsonl"))
+        self._down_since: float | None = None
 
     def __getstate__(self):
         return {"experiment": self.tracker.experiment, "registry": str(self.tracker.registry.path),
                 "uri": self.tracker.uri, "base_config": self.base_config, "metric": self.metric, "sign": self.sign}
 
     def __setstate__(self, state):
-        self.tracker = SearchTracker(state["experiment"], Path(state["registry"]), state["uri"])
-        self.base_config, self.metric, self.sign = state["base_config"], state["metric"], state["sign"]
+        self.__init__(SearchTracker(state["experiment"], Path(state["registry"]), state["uri"], connect=False),
+                      state["base_config"], state["metric"], 1 if state["sign"] > 0 else -1)
+        self.sign = state["sign"]
 
-    def _run_id(self, trial) -> str:
-        return self.tracker.child_run(trial.trial_id, str(trial), {**self.base_config, **trial.config})
+    # -- the Tune hooks: record the operation, then try to deliver everything queued ------------------------------
+
+    def _trial(self, trial) -> dict:
+        return {"trial_id": trial.trial_id, "name": str(trial), "params": {**self.base_config, **trial.config}}
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
-        self.tracker.client.update_run(run_id, status="RUNNING")
+        self._submit({"op": "start", **self._trial(trial)})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self._run_id(trial)
-        now = int(time.time() * 1000)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = epoch_metrics(result)
-        # Exactly once per epoch: a resumed trial re-reports its restored epoch, which may already be here.
-        # MLflow itself is the record (log_batch is one transaction), so no side file can disagree with it.
-        logged = {m.step for m in self.tracker.client.get_metric_history(run_id, STEP_MARKER_METRIC)}
-        if step not in logged:
-            self.tracker.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        self._submit({"op": "epoch", **self._trial(trial), "step": step, "metrics": metrics,
+                      "time": int(time.time() * 1000)})
         score = metrics.get(self.metric)
         if score is None:
             return
         with self.tracker.registry.editing() as data:
             best = data["best"].get(trial.trial_id)
-            if best is None or self.sign * score > self.sign * best["score"]:
+            # Ties go to the later epoch, as Ray Train's checkpoint manager (num_to_keep=1) keeps the later one.
+            if best is None or self.sign * score >= self.sign * best["score"]:
                 data["best"][trial.trial_id] = {"score": score, "epoch": step, "metrics": metrics,
                                                 "checkpoint_path": result.get("checkpoint_path")}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._run_id(trial)
-        self.tracker.finish_trial(trial.trial_id, self.metric, epoch_metrics(trial.last_result or {}))
+        self._submit({"op": "finish", **self._trial(trial), "final": epoch_metrics(trial.last_result or {})})
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
         error = getattr(trial, "error_msg", None) or "unknown error (see the trial's error.txt)"
-        self.tracker.client.set_tag(run_id, "error", str(error)[:5000])
-        self.tracker.client.set_terminated(run_id, status="FAILED")
+        self._submit({"op": "error", **self._trial(trial), "error": str(error)[:5000]})
+
+    def on_experiment_end(self, trials, **info):
+        self.drain()
+
+    # -- delivery -------------------------------------------------------------------------------------------------
+
+    def _submit(self, entry: dict) -> None:
+        self.spool.append(entry)
+        self.flush()
+
+    def flush(self) -> bool:
+        """Deliver queued operations in order; True when none is left."""
+        pending = self.spool.read()
+        done = 0
+        try:
+            for entry in pending:
+                self._apply(entry)
+                done += 1
+        except TRACKING_DOWN as err:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                print(f"MLflow unreachable ({type(err).__name__}: {str(err)[:200]}); queuing its records in "
+                      f"{self.spool.path} until it returns", flush=True)
+        finally:
+            if done:
+                self.spool.replace(pending[done:])
+        if done == len(pending) and self._down_since is not None:
+            print(f"MLflow is back after {time.monotonic() - self._down_since:.0f} s; queued records delivered",
+                  flush=True)
+            self._down_since = None
+        return done == len(pending)
+
+    def drain(self, timeout_s: float = 900.0, every_s: float = 5.0) -> bool:
+        """Flush until nothing is queued or timeout_s passes (the search's end waits for an absent server)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.flush():
+            if time.monotonic() > deadline:
+                print(f"MLflow still unreachable; {len(self.spool.read())} records stay in {self.spool.path} and "
+                      "are delivered by `--resume`", flush=True)
+                return False
+            time.sleep(every_s)
+        return True
+
+    def _apply(self, entry: dict) -> None:
+        tracker = self.tracker
+        run_id = tracker.child_run(entry["trial_id"], entry["name"], entry["params"])
+        op = entry["op"]
+        if op == "start":
+            tracker.client.update_run(run_id, status="RUNNING")
+        elif op == "epoch":
+            # Exactly once per epoch: a resumed trial re-reports its restored epoch, and a queued epoch may be
+            # delivered again after a crash. MLflow itself is the record (log_batch is one transaction).
+            logged = {m.step for m in tracker.client.get_metric_history(run_id, STEP_MARKER_METRIC)}
+            if entry["step"] not in logged:
+                tracker.client.log_batch(run_id, metrics=[Metric(k, v, entry["time"], entry["step"])
+                                                          for k, v in entry["metrics"].items()])
+        elif op == "finish":
+            tracker.finish_trial(entry["trial_id"], self.metric, entry["final"])
+        elif op == "error":
+            tracker.client.set_tag(run_id, "error", entry["error"])
+            tracker.client.set_terminated(run_id, status="FAILED")
 
 
 class ProgressPrinter(tune.Callback):
