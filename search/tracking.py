@@ -269,7 +269,7 @@ class MLflowTrialCallback(tune.Callback):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         metrics = epoch_metrics(result)
         self._submit({"op": "epoch", **self._trial(trial), "step": step, "metrics": metrics,
-                      "time": int(time.time() * 1000)})
+                      "time": int(time.time() * 1000), "node": result.get("ray_node")})
         score = metrics.get(self.metric)
         if score is None:
             return
@@ -342,6 +342,10 @@ class MLflowTrialCallback(tune.Callback):
             if entry["step"] not in logged:
                 tracker.client.log_batch(run_id, metrics=[Metric(k, v, entry["time"], entry["step"])
                                                           for k, v in entry["metrics"].items()])
+            if entry.get("node"):  # tag ray_nodes: every Ray node the trial's epochs ran on, in order
+                nodes = tracker.client.get_run(run_id).data.tags.get("ray_nodes", "")
+                if entry["node"] not in nodes.split(","):
+                    tracker.client.set_tag(run_id, "ray_nodes", ",".join(filter(None, [nodes, entry["node"]])))
         elif op == "finish":
             tracker.finish_trial(entry["trial_id"], self.metric, entry["final"])
         elif op == "error":
@@ -355,8 +359,9 @@ class ProgressPrinter(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         parts = [f"{k}={result[k]:.3f}" for k in ("val/AP", "val_occ/AP", "val/PCKh_0.5", "train/loss")
                  if isinstance(result.get(k), (int, float))]
+        node = f" on node {result['ray_node'][:12]}" if result.get("ray_node") else ""
         print(f"[{trial.trial_id}] epoch {result.get('epoch')}: {' '.join(parts)} "
-              f"({result.get('train/images_per_s', 0):.0f} img/s)", flush=True)
+              f"({result.get('train/images_per_s', 0):.0f} img/s){node}", flush=True)
 
 
 def _param(value) -> str:

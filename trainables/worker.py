@@ -290,7 +290,8 @@ class RayReporter:
         import ray.train
 
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        # Which Ray node ran the epoch: on a cluster, the tracker records where each trial ran.
+        ray.train.report({**metrics, "ray_node": ray.get_runtime_context().get_node_id()}, checkpoint=checkpoint)
 
 
 def main(argv=None) -> None:
