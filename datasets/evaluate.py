@@ -30,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python datasets/evaluate.py` from a checkout without an editable install
     sys.path.insert(0, str(REPO_ROOT))
 
+from datasets.annotations import AnnotationError, read_json  # noqa: E402
 from datasets.mpii_eval import MpiiFormatError, check_preds, load_mpii_gt, load_mpii_preds, pckh_table  # noqa: E402
 from datasets.skeletons import COCO17, CROWDPOSE14  # noqa: E402
 
@@ -42,12 +43,10 @@ class InputError(Exception):
 
 
 def _read_json(path: Path, role: str):
-    if not path.is_file():
-        raise InputError(f"{role} file {path}: no such file")
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{role} file {path}: not valid JSON ({exc})") from None
+        return read_json(path, f"{role} file")
+    except AnnotationError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _check_results(results, path: Path, gt_image_ids: set, num_keypoints: int) -> list[dict]:

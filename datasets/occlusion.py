@@ -112,6 +112,14 @@ def covered(crop: Crop, mask: np.ndarray) -> np.ndarray:
     return inside & mask[yi, xi]
 
 
+def covered_by_occlusions(crop: Crop) -> np.ndarray:
+    """(K,) 1.0 for labelled joints inside the box of any occlusion the crop records."""
+    mask = np.zeros(crop.image.shape[:2], bool)
+    for occlusion in crop.occlusions:
+        mask |= rect_mask(mask.shape, occlusion.box)
+    return covered(crop, mask).astype(np.float32)
+
+
 def remove_labels(crop: Crop, joints: np.ndarray) -> np.ndarray:
     weight = crop.target_weight.copy()
     weight[joints] = 0.0

@@ -18,7 +18,7 @@ import torch
 
 from datasets.annotations import PersonRecord
 from datasets.codec import HeatmapCodec
-from datasets.occlusion import LJA, Crop, LJAParams
+from datasets.occlusion import LJA, Crop, LJAParams, covered_by_occlusions
 from datasets.targeted import PartOcclusion
 from datasets.skeletons import Skeleton
 from datasets.topdown import CropGeometry, affine_matrix, box_to_crop, transform_points, warp_image
@@ -147,19 +147,23 @@ class TopDownDataset(torch.utils.data.Dataset):
             # Flip the crop rather than the image: the same pixels, a fraction of the work.
             matrix = flip_matrix(self.codec.input_hw[1]) @ np.vstack([matrix, [0, 0, 1]])
             keypoints = keypoints[self.skeleton.flip_index]
-        pixels = warp_image(image, matrix, self.codec.input_hw)
+        clean = self._plain_crop(record, image, matrix, keypoints)
         if rng is not None and self.augment.photometric_p > 0:
             self._photometric.set_random_state(rng, random.Random(int(rng.integers(2**31))))
-            pixels = self._photometric(image=pixels)["image"]
-        body_box = _box_bounds(transform_points(_box_corners(record.bbox), matrix))
-        clean = crop = Crop.of(pixels, transform_points(keypoints[:, :2], matrix), keypoints[:, 2].astype(np.int64),
-                               body_box)
+            clean = clean.replace(image=self._photometric(image=clean.image)["image"])
+        crop = clean
         if rng is not None:
             for transform in self.occlusions:
                 crop = transform(crop, rng)
         if self.attack is not None:
             crop = self.attack(crop)
         return clean, crop
+
+    def _plain_crop(self, record: PersonRecord, image: np.ndarray, matrix: np.ndarray, keypoints: np.ndarray) -> Crop:
+        """The warped crop with its keypoints and body box in crop pixels, before any pixel transform."""
+        body_box = _box_bounds(transform_points(_box_corners(record.bbox), matrix))
+        return Crop.of(warp_image(image, matrix, self.codec.input_hw), transform_points(keypoints[:, :2], matrix),
+                       keypoints[:, 2].astype(np.int64), body_box)
 
     def donor_crop(self, rng: np.random.Generator) -> Crop:
         """An unaugmented crop of another random sample (PartMix's source of parts)."""
@@ -169,9 +173,7 @@ class TopDownDataset(torch.utils.data.Dataset):
             image = cv2.imread(str(record.file), cv2.IMREAD_COLOR)
             if image is not None:
                 matrix = affine_matrix(self.crop_geometry(index, None), self.codec.input_hw)
-                return Crop.of(warp_image(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), matrix, self.codec.input_hw),
-                               transform_points(record.keypoints[:, :2], matrix), record.keypoints[:, 2],
-                               _box_bounds(transform_points(_box_corners(record.bbox), matrix)))
+                return self._plain_crop(record, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), matrix, record.keypoints)
         raise RuntimeError("PartMix: ten random donor images in a row were unreadable")
 
     def __getitem__(self, index: int):
@@ -187,7 +189,7 @@ class TopDownDataset(torch.utils.data.Dataset):
             # targets mark the naturally occluded joints (v=1) and, in the occluded view, the covered ones too.
             _, clean_weight = self.codec.encode(clean.keypoints, clean.target_weight)
             natural = (clean.visibility == 1).astype(np.float32)
-            occluded = np.maximum(natural, covered_by(crop))
+            occluded = np.maximum(natural, covered_by_occlusions(crop))
             natural_map = self.codec.encode_occlusion(clean.keypoints, natural)
             sample |= {"image": _normalise(clean.image), "image_occluded": sample["image"],
                        "target_weight": torch.from_numpy(clean_weight),
@@ -207,16 +209,6 @@ class TopDownDataset(torch.utils.data.Dataset):
 
 def _normalise(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(((image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1))
-
-
-def covered_by(crop: Crop) -> np.ndarray:
-    """(K,) 1 for labelled joints inside any drawn occlusion's box."""
-    hit = np.zeros(len(crop.keypoints), np.float32)
-    x, y = crop.keypoints[:, 0], crop.keypoints[:, 1]
-    for o in crop.occlusions:
-        x0, y0, x1, y1 = o.box
-        hit[(x >= x0) & (x < x1) & (y >= y0) & (y < y1) & (crop.visibility > 0)] = 1.0
-    return hit
 
 
 def flip_matrix(width: int) -> np.ndarray:

@@ -137,8 +137,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.resume and not args.experiment:
         parser.error("--resume needs --experiment NAME (the name printed when the search started)")
     budget = choose_budget(args.smoke, args.dataset)
-    if args.searcher == "grid" and args.num_samples is None:
-        args.num_samples = SPACES[args.space].grid_size() if SPACES[args.space].grid else None
+    if args.searcher == "grid":
+        if not SPACES[args.space].grid:
+            parser.error(f"--searcher grid: the {args.space} space has no grid; use tpe or random")
+        if args.num_samples is None:
+            args.num_samples = SPACES[args.space].grid_size()
     for flag in ("num_samples", "time_budget_min", "epochs", "grace_period"):
         if getattr(args, flag) is None:
             setattr(args, flag, getattr(budget, flag))
@@ -155,9 +158,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.det_file and args.dataset == "mpii":
         parser.error("--det-file does not apply to mpii: its protocol scores the annotated persons' boxes")
     args.metric = args.metric or DATASETS[args.dataset].default_metric
-    if args.searcher == "grid":
-        if not SPACES[args.space].grid:
-            parser.error(f"--searcher grid: the {args.space} space has no grid; use tpe or random")
     args.clean_metric = "val/PCKh_0.5" if DATASETS[args.dataset].protocol == "mpii" else "val/AP"
     if args.multi_objective and args.clean_metric == args.metric:
         parser.error(f"--multi-objective needs distinct clean and occluded metrics; both are {args.metric}")

@@ -94,6 +94,7 @@ class SearchTracker:
         self.client = MlflowClient(self.uri)
         self._experiment_id = ensure_experiment(self.client, experiment) if connect else None
         self.registry = RunRegistry(registry_path)
+        self.spool_path = Path(registry_path).with_name(f"{experiment}.mlflow_spool.jsonl")
 
     @property
     def experiment_id(self) -> str:
@@ -244,8 +245,7 @@ class MLflowTrialCallback(tune.Callback):
         self.base_config = base_config
         self.metric = metric
         self.sign = 1 if mode == "max" else -1
-        self.spool = Spool(tracker.registry.path.with_name(tracker.registry.path.name.replace(
-            ".mlflow_runs.json", "") + ".mlflow_spool.jsonl"))
+        self.spool = Spool(tracker.spool_path)
         self._down_since: float | None = None
 
     def __getstate__(self):
@@ -254,8 +254,7 @@ class MLflowTrialCallback(tune.Callback):
 
     def __setstate__(self, state):
         self.__init__(SearchTracker(state["experiment"], Path(state["registry"]), state["uri"], connect=False),
-                      state["base_config"], state["metric"], 1 if state["sign"] > 0 else -1)
-        self.sign = state["sign"]
+                      state["base_config"], state["metric"], "max" if state["sign"] > 0 else "min")
 
     # -- the Tune hooks: record the operation, then try to deliver everything queued ------------------------------
 
