@@ -128,3 +128,73 @@ def test_oasnet_grid_fifo_multi_objective_and_optuna_storage(tmp_path, dataset_c
     assert len(complete) == 2 and all(len(t.values) == 2 for t in complete)
     assert len(study.directions) == 2
     assert '"pareto_front"' in result.stdout
+
+
+def _report(work, *extra):
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "dashboards" / "report.py"), "--experiment", "e2e-smoke",
+         "--out", str(work / "report"), "--robustness-max-samples", "20", *extra],
+        capture_output=True, text=True, timeout=600, cwd=work,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"},
+    )
+
+
+def test_report_registers_the_best_model_and_logs_html_to_the_parent_run(smoke_search):
+    """dashboards/report.py on the finished search: tables whose numbers are MLflow's, PNG figures, the report
+    in the parent run, the best trial attacked for robustness curves and its model registered under the
+    experiment's name; a second run replaces the report and registers nothing twice."""
+    import json
+
+    import mlflow
+    import torch
+
+    _, client, work = smoke_search
+    result = _report(work)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((work / "report" / "report.json").read_text())
+
+    experiment = client.get_experiment_by_name("e2e-smoke")
+    children = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
+    best_at = {}
+    for child in children:  # each trial's best epoch by the searched metric, from MLflow's own histories
+        history = client.get_metric_history(child.info.run_id, "val_occ/AP")
+        top = max(history, key=lambda m: (m.value, m.step))
+        best_at[child.info.run_name] = (top.value, child)
+    best_name = max(best_at, key=lambda n: best_at[n][0])
+    best_value, best_run = best_at[best_name]
+    comparison = summary["tables"]["comparison"]
+    row = comparison["rows"][0]
+    assert row[0] == "best" and row[1] == summary["best_trial"]
+    assert row[comparison["columns"].index("val_occ/AP")] == pytest.approx(best_value)
+    paper = comparison["rows"][1]
+    assert paper[0] == "paper default" and "lja.quantity_ratio=0.15" in paper[-1]
+    assert {"comparison", "lja_grid", "schedules"} <= set(summary["tables"])
+
+    for name in ("parallel_coordinates.png", "learning_curves.png", "robustness_curves.png"):
+        png = (work / "report" / "figures" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, name
+    page = (work / "report" / "report.html").read_text()
+    assert "Best trial against the baselines" in page and page.count("data:image/png;base64,") >= 3
+
+    parent, = client.search_runs([experiment.experiment_id], "tags.`occpose.role` = 'parent'")
+    assert parent.data.tags["report"] == "report/report.html"
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/report.json", "report/figures"} <= logged
+
+    best_run_id = client.get_model_version("e2e-smoke", "1").run_id
+    assert client.get_run(best_run_id).info.run_name == summary["best_trial"]
+    attacked = client.get_metric_history(best_run_id, "robustness/keypoint-blackout/AP")
+    assert [m.step for m in attacked] == [0, 6, 12, 18]
+    version = client.get_model_version("e2e-smoke", "1")
+    assert float(version.tags["metric.val_occ/AP"]) == pytest.approx(best_at[summary["best_trial"]][0], abs=1e-6)
+    assert "lja.quantity_ratio" in version.description
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model("models:/e2e-smoke/1")
+    height, width = int(best_run.data.params["data.input_h"]), int(best_run.data.params["data.input_w"])
+    assert model(torch.zeros(2, 3, height, width)).shape == (2, 17, height // 4, width // 4)
+
+    again = _report(work, "--no-robustness")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already registered" in again.stdout
+    assert [str(v.version) for v in client.search_model_versions("name = 'e2e-smoke'")] == ["1"]
+    assert len(client.get_metric_history(best_run_id, "robustness/keypoint-blackout/AP")) == 4

@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""A search's report: HTML with PNG figures from MLflow and the Optuna study, logged to the search's parent run;
+the best trial's model registered in the MLflow Model Registry under the experiment's name.
+
+    python dashboards/report.py --experiment lja-20261122-101500
+    python dashboards/report.py --experiment NAME --out reports/NAME --baseline-run RUN_ID --no-robustness
+
+Tables: the best trial against the paper-default and no-occlusion baselines (clean and occluded columns), LJA's
+quantity x size grid, the λ-schedule table and the mimic-loss comparison (each where the search explored it).
+Figures: parallel coordinates and fANOVA parameter importance (Optuna), learning curves, robustness curves. The
+best and paper-default trials are attacked with search/robustness.py first unless they already were.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from search.tracking import DEFAULT_TRACKING_URI  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--experiment", required=True, help="the search's MLflow experiment (search/run.py --experiment)")
+    p.add_argument("--out", type=Path, help="output directory (default reports/EXPERIMENT)")
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    p.add_argument("--optuna-storage", help="the study's storage (default: the parent run's optuna_storage param)")
+    p.add_argument("--baseline-run", help="MLflow run of a model trained without occlusion, for the comparison "
+                   "table when the search itself has no such trial")
+    p.add_argument("--no-robustness", dest="robustness", action="store_false",
+                   help="do not attack the best and paper-default trials (search/robustness.py) for the curves")
+    p.add_argument("--attacks", default="keypoint-blackout", help="robustness attacks (comma-separated)")
+    p.add_argument("--radii", default="0,6,12,18", help="keypoint attack radii in input pixels")
+    p.add_argument("--robustness-max-samples", type=int, default=500, help="persons per robustness evaluation")
+    p.add_argument("--no-register", dest="register", action="store_false",
+                   help="do not log and register the best trial's model")
+    return p
+
+
+def attack_trials(search, args) -> list[str]:
+    """search/robustness.py on the best and paper-default trials that have no robustness results yet."""
+    from search import robustness
+
+    attacked, targets = [], {t.run_id: t for t in (search.best(), search.paper_default()) if t is not None}
+    for trial in targets.values():
+        if any(name.startswith("robustness/clean/") for name in trial.robustness):
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            code = robustness.main(["--run-id", trial.run_id, "--attacks", args.attacks, "--radii", args.radii,
+                                    "--no-per-keypoint", "--max-samples", str(args.robustness_max_samples),
+                                    "--out", tmp])
+        if code != 0:
+            raise RuntimeError(f"search/robustness.py failed on trial {trial.name} (run {trial.run_id})")
+        attacked.append(trial.name)
+    return attacked
+
+
+def baseline_trial(client, run_id: str | None):
+    from dashboards.search_data import Trial, parse_param
+
+    if not run_id:
+        return None
+    run = client.get_run(run_id)
+    trial = Trial(run_id, run.info.run_name or run_id, run.data.tags.get("trial_id", ""), run.info.status,
+                  {k: parse_param(v) for k, v in run.data.params.items()})
+    for name in run.data.metrics:
+        trial.history[name] = sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+    return trial
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape("" if value is None else str(value))
+
+
+def render_html(search, tables, figures, model: dict | None, out: Path) -> Path:
+    best = search.best()
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Search report: {html.escape(search.experiment)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+        "th{background:#f3f3f3}td{text-align:right}td:first-child,td:last-child{text-align:left}"
+        ".note{color:#666;font-size:12px}img{max-width:100%}</style></head><body>",
+        f"<h1>Search report: {html.escape(search.experiment)}</h1>",
+        f"<p>Space <b>{html.escape(search.space)}</b> on <b>{html.escape(str(search.dataset))}</b>, searching "
+        f"<b>{html.escape(search.metric)}</b>; {len(search.trials)} trials ({len(search.scored())} scored). "
+        f"MLflow parent run <code>{search.parent_run_id}</code>.</p>",
+    ]
+    if best is not None:
+        parts.append(f"<p>Best trial <b>{html.escape(best.name)}</b>: {html.escape(search.metric)} = "
+                     f"{best.at_best(search.metric)[search.metric]:.4f} at epoch {best.best_epoch(search.metric)}.</p>")
+    if model:
+        parts.append(f"<p>Registered model <code>{html.escape(model['model_uri'])}</code> "
+                     f"(from run <code>{model['run_id']}</code>).</p>")
+    for table in tables:
+        parts.append(f"<h2 id='{table.key}'>{html.escape(table.title)}</h2><table><tr>"
+                     + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in table.rows]
+        parts.append(f"</table><p class='note'>{html.escape(table.note)}</p>")
+    for figure in figures:
+        parts.append(f"<h2 id='{figure.key}'>{html.escape(figure.title)}</h2>")
+        if figure.path is None:
+            parts.append(f"<p class='note'>Not drawn: {html.escape(figure.note)}</p>")
+            continue
+        # Embedded as well as written beside the page: MLflow's artifact viewer shows the page on its own.
+        encoded = base64.b64encode(figure.path.read_bytes()).decode()
+        parts.append(f"<img alt='{html.escape(figure.title)}' src='data:image/png;base64,{encoded}'>")
+        if figure.note:
+            parts.append(f"<p class='note'>{html.escape(figure.note)}</p>")
+    parts.append("</body></html>")
+    page = out / "report.html"
+    page.write_text("\n".join(parts))
+    return page
+
+
+def build_report(args) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    from dashboards.figures import all_figures, load_study
+    from dashboards.registry import register_best_model
+    from dashboards.search_data import load_search
+    from dashboards.tables import all_tables
+
+    # search/robustness.py and mlflow.pytorch use the default client: point it at the same store.
+    os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient(args.tracking_uri)
+    search = load_search(client, args.experiment)
+    if not search.scored():
+        raise ValueError(f"experiment {args.experiment!r}: no trial has logged {search.metric} yet")
+    out = args.out or REPO_ROOT / "reports" / args.experiment
+    out.mkdir(parents=True, exist_ok=True)
+
+    attacked = attack_trials(search, args) if args.robustness else []
+    if attacked:
+        search = load_search(client, args.experiment)
+    model = register_best_model(client, search, search.best()) if args.register else None
+    study, study_note = load_study(search, args.optuna_storage)
+    tables = all_tables(search, baseline_trial(client, args.baseline_run))
+    figures = all_figures(search, study, study_note, out / "figures")
+    page = render_html(search, tables, figures, model, out)
+    summary = {
+        "experiment": search.experiment, "parent_run_id": search.parent_run_id, "metric": search.metric,
+        "trials": len(search.trials), "best_trial": search.best().name, "robustness_attacked": attacked,
+        "model": model,
+        "tables": {t.key: {"title": t.title, "columns": t.columns, "rows": t.rows, "note": t.note} for t in tables},
+        "figures": {f.key: {"file": f.path.name if f.path else None, "note": f.note, "data": f.data}
+                    for f in figures},
+    }
+    (out / "report.json").write_text(json.dumps(summary, indent=1, default=str))
+    # Same artifact paths on every run: a regenerated report replaces the previous one in the parent run.
+    client.log_artifacts(search.parent_run_id, str(out), "report")
+    client.set_tag(search.parent_run_id, "report", "report/report.html")
+    if model:
+        client.set_tag(search.parent_run_id, "best_model", model["model_uri"])
+    summary["html"] = str(page)
+    return summary
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = build_report(args)
+    except ValueError as err:
+        print(f"report.py: error: {err}", file=sys.stderr)
+        return 2
+    model = summary["model"]
+    print(f"report: {summary['html']} (logged to MLflow run {summary['parent_run_id']} under report/)")
+    if model:
+        print(f"best model: {model['model_uri']} ({'already registered' if model['reused'] else 'registered'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""A finished (or running) search read back from MLflow: its parent run, its trials and their metric histories.
+
+Everything the report shows is derived from what the search logged; nothing is recomputed here.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from mlflow.tracking import MlflowClient
+
+from search.spaces import SPACES
+from search.tracking import ROLE_TAG
+
+# The columns of the papers' tables: clean accuracy, then accuracy under occlusion (an occluded split, or the
+# occluded / visible joints of the clean split). The first present of each group is "the" clean/occluded number.
+CLEAN_METRICS = ("val/AP", "val/PCKh_0.5")
+OCCLUDED_METRICS = ("val_occ/AP", "val/O/AP", "val/NO/AP", "val/O/PCKh_0.5", "val/NO/PCKh_0.5")
+CURVE_METRICS = ("train/loss",)
+
+
+def parse_param(text: str):
+    """MLflow keeps params as strings; the tracker wrote lists/dicts as JSON and Python's str() otherwise."""
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass
+class Trial:
+    run_id: str
+    name: str
+    trial_id: str
+    status: str
+    params: dict
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(epoch, value)]
+    robustness: dict[str, float] = field(default_factory=dict)  # robustness/... metrics, latest values
+    robustness_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    def best_epoch(self, metric: str) -> int | None:
+        """The epoch whose `metric` is highest (ties: the later one, as the search's own bookkeeping)."""
+        points = self.history.get(metric)
+        if not points:
+            return None
+        return max(points, key=lambda p: (p[1], p[0]))[0]
+
+    def at_best(self, metric: str) -> dict[str, float]:
+        """Every tracked metric at the trial's best epoch for `metric`: the numbers its best checkpoint scores."""
+        epoch = self.best_epoch(metric)
+        if epoch is None:
+            return {}
+        out = {}
+        for name, points in self.history.items():
+            values = [v for step, v in points if step == epoch]
+            if values:
+                out[name] = values[-1]
+        out["epoch"] = epoch
+        return out
+
+    def param(self, key: str, default=None):
+        return self.params.get(key, default)
+
+
+@dataclass
+class Search:
+    experiment: str
+    experiment_id: str
+    parent_run_id: str
+    parent_params: dict
+    parent_metrics: dict
+    trials: list[Trial]
+
+    @property
+    def space(self) -> str:
+        return self.parent_params.get("space", "")
+
+    @property
+    def metric(self) -> str:
+        return self.parent_params.get("metric", "val_occ/AP")
+
+    @property
+    def dataset(self) -> str:
+        return self.parent_params.get("dataset", "synthetic")
+
+    def scored(self) -> list[Trial]:
+        return [t for t in self.trials if t.history.get(self.metric)]
+
+    def best(self) -> Trial | None:
+        scored = self.scored()
+        return max(scored, key=lambda t: t.at_best(self.metric)[self.metric]) if scored else None
+
+    def metrics_present(self, names) -> list[str]:
+        return [n for n in names if any(n in t.history for t in self.trials)]
+
+    def clean_metric(self) -> str | None:
+        present = self.metrics_present(CLEAN_METRICS)
+        return present[0] if present else None
+
+    def paper_default(self) -> Trial | None:
+        """The trial run at the space's published point (every search evaluates it first)."""
+        points = SPACES[self.space].paper_points if self.space in SPACES else ()
+        for trial in self.scored():
+            if any(all(_same(trial.param(k), v) for k, v in point.items()) for point in points):
+                return trial
+        return None
+
+    def occlusion_free(self) -> Trial | None:
+        """A trial trained without any artificial occlusion: no LJA, no occluders, no targeted augmentation, no
+        OASNet; the best one if several."""
+        plain = [t for t in self.scored() if not occludes(t.params)]
+        return max(plain, key=lambda t: t.at_best(self.metric)[self.metric]) if plain else None
+
+
+def occludes(params: dict) -> bool:
+    lja = bool(params.get("lja.enabled")) and float(params.get("lja.p", 1.0)) > 0
+    occluders = float(params.get("occ.p_occ", 0.0)) > 0
+    targeted = params.get("occ.targeted", "none") not in ("none", "", None)
+    return lja or occluders or targeted or bool(params.get("oasnet.enabled"))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+    return a == b
+
+
+def load_search(client: MlflowClient, experiment: str) -> Search:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri} "
+                         f"(experiments there: {', '.join(names) or 'none'})")
+    parents = client.search_runs([found.experiment_id], f"tags.`{ROLE_TAG}` = 'parent'", max_results=2)
+    if not parents:
+        raise ValueError(f"experiment {experiment!r} has no search parent run (tag {ROLE_TAG}=parent); "
+                         "was it written by search/run.py?")
+    parent = parents[0]
+    runs = client.search_runs([found.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'", max_results=50000,
+                              order_by=["attributes.start_time ASC"])
+    trials = []
+    for run in runs:
+        trial = Trial(run_id=run.info.run_id, name=run.info.run_name or run.data.tags.get("trial_id", ""),
+                      trial_id=run.data.tags.get("trial_id", ""), status=run.info.status,
+                      params={k: parse_param(v) for k, v in run.data.params.items()})
+        for name in run.data.metrics:
+            if name.startswith("robustness/"):
+                history = client.get_metric_history(run.info.run_id, name)
+                trial.robustness[name] = run.data.metrics[name]
+                trial.robustness_curves[name] = sorted((m.step, m.value) for m in history)
+            elif name in (parent.data.params.get("metric"),) + CLEAN_METRICS + OCCLUDED_METRICS + CURVE_METRICS:
+                history = client.get_metric_history(run.info.run_id, name)
+                trial.history[name] = sorted((m.step, m.value) for m in history)
+        trials.append(trial)
+    return Search(experiment=experiment, experiment_id=found.experiment_id, parent_run_id=parent.info.run_id,
+                  parent_params={k: parse_param(v) for k, v in parent.data.params.items()},
+                  parent_metrics=dict(parent.data.metrics), trials=trials)
