@@ -1,33 +1,136 @@
 #!/usr/bin/env python
-"""Start the MLflow UI against the search's tracking store, on loopback only.
+"""Start the MLflow UI (and optuna-dashboard) against the search's stores, on loopback only.
 
-    python dashboards/ui.py                  # MLFLOW_TRACKING_URI, default sqlite:///mlflow.db
-    python dashboards/ui.py --port 5001
+    python dashboards/ui.py                  # MLFLOW_TRACKING_URI, default sqlite:///mlflow.db, on port 5000;
+                                             # optuna-dashboard on 8080 when optuna.db lies beside that store
+    python dashboards/ui.py --port 5001 --optuna-storage sqlite:///optuna.db --optuna-port 8081
+
+In MLflow 3 an experiment opens on its GenAI overview: the search's runs are under "Model training", the view the
+printed address opens directly. On a cluster, forward the ports first (README "Cluster").
+
+From Python (tests, scripts), `start_mlflow_ui` runs it in the background and returns once it answers HTTP;
+`stop_server` ends it with its workers.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+HOST = "127.0.0.1"
+# MLflow's job runner (a pool of huey consumers) serves GenAI features - trace scoring, issue detection - that this
+# project never uses; left on, it doubles the UI's start time on a small machine. The environment can still enable it.
+UI_ENV_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
-def ui_command(uri: str, port: int) -> list[str]:
+def ui_command(uri: str, port: int, workers: int | None = None) -> list[str]:
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    return [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    command = [mlflow, "ui", "--backend-store-uri", uri, "--host", HOST, "--port", str(port)]
+    return command + (["--workers", str(workers)] if workers else [])
+
+
+def ui_env() -> dict[str, str]:
+    return {**UI_ENV_DEFAULTS, **os.environ}
+
+
+def start_server(command: list[str], url: str, log_path: Path, timeout_s: float = 120.0,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Run `command` in a session of its own (so `stop_server` reaches the workers it forks), its output going to
+    log_path; return once `url` answers HTTP. Raises RuntimeError with the log's tail if it exits or stays silent."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return proc
+        except urllib.error.HTTPError:
+            return proc  # it answers, if not with 200
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            why = f"exited with {proc.returncode}" if proc.poll() is not None else f"did not answer in {timeout_s:g} s"
+            stop_server(proc)
+            tail = log_path.read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"{' '.join(command)}: {url} {why}; its output ({log_path}):\n{tail}")
+        time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM the server's process group (it and the workers it forked), then SIGKILL whatever is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # the whole group is gone
+            break
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+    proc.wait()
+
+
+def start_mlflow_ui(uri: str, port: int, log_path: Path, workers: int = 1, timeout_s: float = 120.0):
+    """The MLflow UI on http://127.0.0.1:port, running and answering; end it with stop_server."""
+    return start_server(ui_command(uri, port, workers), f"http://{HOST}:{port}/health", log_path, timeout_s,
+                        env=ui_env())
+
+
+def optuna_command(storage: str, port: int) -> list[str]:
+    dashboard = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
+    return [dashboard, storage, "--host", HOST, "--port", str(port), "--quiet"]
+
+
+def default_optuna_storage(uri: str) -> str | None:
+    """optuna.db beside a sqlite MLflow store, where search/run.py puts the study by default, if it is there."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///")).resolve().parent / "optuna.db"
+        return f"sqlite:///{path}" if path.exists() else None
+    return None
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--optuna-storage", help="the searches' Optuna storage (default: optuna.db beside a "
+                        "sqlite tracking store, if present)")
+    parser.add_argument("--optuna-port", type=int, default=8080)
+    parser.add_argument("--no-optuna", dest="optuna", action="store_false", help="start the MLflow UI only")
+    parser.add_argument("--logs", type=Path, default=Path(".cache/ui"), help="where the servers' output goes")
     args = parser.parse_args(argv)
-    command = ui_command(args.tracking_uri, args.port)
-    print(" ".join(command), flush=True)
-    os.execv(command[0], command)
+    storage = (args.optuna_storage or default_optuna_storage(args.tracking_uri)) if args.optuna else None
+    servers = []
+    try:
+        servers.append(start_mlflow_ui(args.tracking_uri, args.port, args.logs / "mlflow-ui.log", workers=None))
+        print(f"MLflow UI:        http://{HOST}:{args.port}/#/experiments  (a search's runs: its experiment's "
+              "'Model training' view)", flush=True)
+        if storage:
+            servers.append(start_server(optuna_command(storage, args.optuna_port), f"http://{HOST}:{args.optuna_port}/",
+                                        args.logs / "optuna-dashboard.log"))
+            print(f"optuna-dashboard: http://{HOST}:{args.optuna_port}/  ({storage})", flush=True)
+        print(f"logs in {args.logs}; Ctrl-C stops the servers", flush=True)
+        while all(proc.poll() is None for proc in servers):
+            time.sleep(1)
+        print("a server exited; see its log in " + str(args.logs), file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as err:
+        sys.exit(f"ui.py: error: {err}")
+    finally:
+        for proc in servers:
+            stop_server(proc)
 
 
 if __name__ == "__main__":

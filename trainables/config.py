@@ -104,7 +104,7 @@ class RuntimeConfig:
     cpus_per_worker: int = 1
     gpus_per_worker: float = 0.0
     threads_per_worker: int = 0  # 0 = cpus_per_worker
-    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0 = unknown (MFU not logged)
+    peak_flops: float = 0.0  # one device's peak FLOP/s for MFU; 0 = trainables/hardware.py's table or estimate
     amp: str = "auto"  # bf16 autocast: "auto" = on GPUs, "on", "off"
     channels_last: str = "auto"  # NHWC tensors: "auto" = on GPUs, "on", "off"
 

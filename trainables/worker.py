@@ -29,6 +29,7 @@ from trainables.config import TrialConfig
 from trainables.engine import evaluate, heatmap_loss, train_one_epoch
 from trainables.losses import DynamicStructureLoss, LambdaSchedule, MimicLoss, StructureAwareLoss, keypoint_mse
 from trainables.oasnet import OASNet, OASNetLoss
+from trainables.hardware import peak_flops
 from trainables.models import count_flops, create_model
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
     loss_fn = build_loss(cfg, skeleton, _unwrap(model).to(device))
     model = reporter.prepare_model(model)
     amp, channels_last = _enabled(cfg.runtime.amp, device), _enabled(cfg.runtime.channels_last, device)
+    peak = cfg.runtime.peak_flops or peak_flops(device, amp)  # one worker's device, as images_per_s is per worker
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
@@ -226,8 +228,8 @@ def fit(cfg: TrialConfig, reporter) -> None:
         metrics = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in stats.items()}}
         metrics["train/lr"] = optimizer.param_groups[0]["lr"]
         metrics["train/tflops"] = flops_per_image * stats["images_per_s"] / 1e12
-        if cfg.runtime.peak_flops > 0:
-            metrics["train/mfu"] = flops_per_image * stats["images_per_s"] / cfg.runtime.peak_flops
+        if peak > 0:
+            metrics["train/mfu"] = flops_per_image * stats["images_per_s"] / peak
         metrics["data/skipped_samples"] = float(len(train_set.skipped))
         if train_set.skipped and reporter.rank == 0:
             files = sorted({str(train_records[i].file) for i in train_set.skipped})
