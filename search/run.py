@@ -248,6 +248,9 @@ def base_trial_config(args, data: dict):
     }).validate()
 
 
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives every head node this resource, 1 of it
+
+
 def make_trial_driver(experiment_storage: str, metric: str):
     """The Tune function trainable: one Ray Train run (TorchTrainer) per trial, reporting back to Tune."""
 
@@ -257,7 +260,7 @@ def make_trial_driver(experiment_storage: str, metric: str):
         from ray.train.torch import TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from trainables.worker import ray_train_loop
+        from trainables.train_loop import ray_train_loop
 
         runtime_workers = int(config["runtime.workers"])
         gpus = float(config["runtime.gpus_per_worker"])
@@ -379,9 +382,11 @@ def run_search(args, tracker, experiment_dir: str) -> int:
     per_trial = args.workers_per_trial * args.cpus_per_worker
     max_concurrent = args.max_concurrent or max(1, cpus // per_trial)
 
-    # The trial driver only waits on its TorchTrainer: it reserves memory, not a CPU the workers need.
-    trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric),
-                                    {"cpu": 0, "memory": DRIVER_MEMORY_BYTES})
+    # The trial driver only waits on its TorchTrainer: it reserves memory, not a CPU the workers need. It runs on the
+    # head node: Ray Train's placement-group cleaner reads the dashboard's state API, which a cluster serves on the
+    # head's 127.0.0.1 only (cluster.yaml), and the run registry beside the experiment lives there too.
+    trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric), tune.PlacementGroupFactory(
+        [{"CPU": 0, "memory": DRIVER_MEMORY_BYTES, HEAD_NODE_RESOURCE: 0.001}]))
     callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter()]
     if args.resume:
         print(f"resuming experiment {args.experiment} from {experiment_dir}", flush=True)

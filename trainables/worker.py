@@ -148,6 +148,7 @@ def _enabled(setting: str, device: torch.device) -> bool:
 
 
 def fit(cfg: TrialConfig, reporter) -> None:
+    fit_started = time.perf_counter()
     cfg.validate()
     torch.manual_seed(cfg.runtime.seed)
     torch.set_num_threads(cfg.runtime.threads_per_worker or cfg.runtime.cpus_per_worker)
@@ -216,6 +217,9 @@ def fit(cfg: TrialConfig, reporter) -> None:
                                      gt_mat=data.val_gt if split == "val" else "")
             eval_splits[split] = (TopDownDataset(loaded.records, skeleton, codec, train=False), loaded.scorer)
 
+    # Where a trial's time goes (tests/benchmarks/search_overhead.py): time/train_s and time/eval_s are the steps;
+    # time/setup_s is this process's data loading, model building and restore before the first epoch.
+    setup_s = time.perf_counter() - fit_started
     for epoch in range(start_epoch, cfg.optim.epochs):
         epoch_start = time.perf_counter()
         train_set.set_epoch(epoch)
@@ -235,9 +239,12 @@ def fit(cfg: TrialConfig, reporter) -> None:
             files = sorted({str(train_records[i].file) for i in train_set.skipped})
             log.warning("epoch %d: %d training samples skipped so far (unreadable images: %s)", epoch + 1,
                         len(train_set.skipped), ", ".join(files[:5]) + (" ..." if len(files) > 5 else ""))
+        eval_start = time.perf_counter()
         for split, (dataset, scorer) in eval_splits.items():
             for key, value in evaluate(_unwrap(model), dataset, scorer, codec, device, data.flip_test).items():
                 metrics[f"{split}/{key}"] = value
+        metrics |= {"time/train_s": stats["time_s"], "time/eval_s": time.perf_counter() - eval_start,
+                    "time/setup_s": setup_s}
         metrics["epoch_time_s"] = time.perf_counter() - epoch_start
         if reporter.rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
@@ -253,11 +260,6 @@ def fit(cfg: TrialConfig, reporter) -> None:
 
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
-
-
-def ray_train_loop(config: dict) -> None:
-    """Ray Train's train_loop_per_worker: config is the flat TrialConfig."""
-    fit(TrialConfig.from_flat(config), RayReporter())
 
 
 class RayReporter:
