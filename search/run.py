@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers-per-trial", type=positive_int, default=1, help="Ray Train (DDP) workers per trial")
     p.add_argument("--cpus-per-worker", type=positive_int, default=1, help="CPUs each training worker reserves")
     p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0, help="GPUs each worker reserves")
+    p.add_argument("--gpu-augment", default="off", choices=["auto", "on", "off"],
+                   help="decode, warp, LJA and heatmaps on the GPU for the whole batch (auto: on GPUs where the "
+                   "space allows it; BENCHMARKS.md)")
     p.add_argument("--address", help="Ray cluster address (host:port or 'auto'); default starts a local Ray")
     p.add_argument("--storage-path", default=str(REPO_ROOT / "ray_results"),
                    help="where Tune and Train keep experiment state and checkpoints")
@@ -244,6 +247,9 @@ def base_trial_config(args, data: dict):
         "optim.epochs": args.epochs, "optim.batch_size": b.batch_size,
         "runtime.seed": args.seed, "runtime.workers": args.workers_per_trial,
         "runtime.cpus_per_worker": args.cpus_per_worker, "runtime.gpus_per_worker": args.gpus_per_worker,
+        # The GPU path's loader reads bytes and draws parameters in processes of its own: the worker's other CPUs.
+        "runtime.gpu_augment": args.gpu_augment,
+        "runtime.loader_workers": args.cpus_per_worker - 1 if args.gpu_augment != "off" else 0,
         **SPACES[args.space].fixed,
     }).validate()
 
@@ -295,9 +301,9 @@ def short_trial_name(trial) -> str:
 
 
 RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_period", "smoke", "seed", "metric",
-                    "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "max_concurrent", "dataset",
-                    "data_root", "train_root", "det_file", "model", "searcher", "scheduler", "multi_objective",
-                    "optuna_storage", "clean_metric")
+                    "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "gpu_augment", "max_concurrent",
+                    "dataset", "data_root", "train_root", "det_file", "model", "searcher", "scheduler",
+                    "multi_objective", "optuna_storage", "clean_metric")
 
 
 def main(argv=None) -> int:
@@ -377,6 +383,8 @@ def run_search(args, tracker, experiment_dir: str) -> int:
     else:
         # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner polls to free the
         # CPUs of trials that ASHA stopped; without it, stopped trials keep their resources and the search stalls.
+        # A local Ray has no spot nodes to be reclaimed: no preemption-watcher process per trial (~1 s of a CPU).
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
     cpus = int(ray.cluster_resources().get("CPU", 1))
     per_trial = args.workers_per_trial * args.cpus_per_worker

@@ -159,3 +159,25 @@ def test_bf16_autocast_and_channels_last_path_runs(real_layouts, tmp_path):
     reporter = LocalReporter(tmp_path / "trial")
     fit(cfg, reporter)
     assert reporter.history[-1]["train/loss"] > 0
+
+
+def test_gpu_augment_path_trains_a_trial_and_counts_unreadable_images(shared_data, tmp_path):
+    """runtime.gpu_augment=on runs the device-side pipeline (here on the CPU device) inside the real trainer, with
+    a loader worker process; an unsupported setting (photometric jitter) is refused by name, and auto falls back."""
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train2017", "val2017"):
+        (root / "annotations" / f"person_keypoints_{split}.json").symlink_to(shared_data / "coco/test_coco.json")
+    (root / "val2017").symlink_to(shared_data / "coco")
+    (root / "train2017").mkdir()
+    for image in sorted((shared_data / "coco").glob("*.jpg")):
+        shutil.copy(image, root / "train2017" / image.name)
+    (root / "train2017" / "000000196141.jpg").write_bytes(b"not a jpeg")
+    on = {"runtime.gpu_augment": "on", "runtime.loader_workers": 1, "data.photometric_p": 0.0}
+    reporter = LocalReporter(tmp_path / "trial")
+    fit(trial_config(resolve("coco", root), **on), reporter)
+    metrics = reporter.history[-1]
+    assert metrics["train/loss"] > 0 and metrics["data/skipped_samples"] >= 1
+    with pytest.raises(ValueError, match="photometric"):
+        fit(trial_config(resolve("coco", root), **{**on, "data.photometric_p": 0.5}), LocalReporter(tmp_path / "x"))
+    fit(trial_config(resolve("coco", root), **{"runtime.gpu_augment": "auto"}), LocalReporter(tmp_path / "auto"))

@@ -107,6 +107,11 @@ class RuntimeConfig:
     peak_flops: float = 0.0  # one device's peak FLOP/s for MFU; 0 = trainables/hardware.py's table or estimate
     amp: str = "auto"  # bf16 autocast: "auto" = on GPUs, "on", "off"
     channels_last: str = "auto"  # NHWC tensors: "auto" = on GPUs, "on", "off"
+    # Decode, warp, LJA and heatmaps on the GPU for the whole batch (datasets/gpu_augment.py): "auto" = on GPUs when
+    # the configuration allows (LJA only, no photometric jitter, no OASNet), "on" (else an error), "off". Off by
+    # default until measured on a GPU (BENCHMARKS.md); its CPU equivalence is tested.
+    gpu_augment: str = "off"
+    loader_workers: int = 0  # gpu_augment's DataLoader worker processes (JPEG bytes + parameters); 0 = in-process
 
 
 @dataclass
@@ -173,7 +178,7 @@ class TrialConfig:
                              "occ.p_occ > 0 or occ.targeted")
         if self.loss.structure and self.loss.structure_aware_alpha > 0:
             raise ValueError("loss.structure (DSL) and loss.structure_aware_alpha (Ke et al.) are alternatives")
-        for name in ("amp", "channels_last"):
+        for name in ("amp", "channels_last", "gpu_augment"):
             if getattr(self.runtime, name) not in ("auto", "on", "off"):
                 raise ValueError(f"runtime.{name} must be auto, on or off, got {getattr(self.runtime, name)!r}")
         if self.optim.epochs < 1 or self.optim.batch_size < 1:

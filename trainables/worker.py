@@ -147,6 +147,38 @@ def _enabled(setting: str, device: torch.device) -> bool:
     return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
+def train_loader(cfg: TrialConfig, train_set: TopDownDataset, sampler, device: torch.device, channels_last: bool):
+    """(batches for train_one_epoch, the GPU batcher or None). With runtime.gpu_augment the loader only reads JPEG
+    bytes and draws each sample's parameters (the CPU path's own code and random stream); decode, affine warp, LJA
+    and heatmaps run on the device for the whole batch (datasets/gpu_augment.py)."""
+    from datasets import gpu_augment
+
+    setting = cfg.runtime.gpu_augment
+    use_gpu = setting == "on" or (setting == "auto" and device.type == "cuda")
+    if use_gpu:
+        try:
+            gpu_augment.check_supported(train_set)
+        except ValueError:
+            if setting == "on":
+                raise
+            use_gpu = False  # auto: this configuration needs the CPU pipeline
+    loader = torch.utils.data.DataLoader(
+        gpu_augment.GpuTopDownSource(train_set) if use_gpu else train_set,
+        batch_size=cfg.optim.batch_size, shuffle=sampler is None, sampler=sampler,
+        collate_fn=gpu_augment.collate_gpu if use_gpu else collate_skip_none,
+        # drop_last keeps batches equal (BatchNorm, DDP) but must not drop a whole small dataset.
+        drop_last=len(train_set) > cfg.optim.batch_size, generator=torch.Generator().manual_seed(cfg.runtime.seed),
+        # Worker processes for the GPU path's light CPU half only: the CPU pipeline counts unreadable images in
+        # its dataset object, which a worker process would copy. Not persistent: each epoch's workers must see the
+        # dataset's new epoch (set_epoch) for their randomness.
+        num_workers=cfg.runtime.loader_workers if use_gpu else 0,
+    )
+    if not use_gpu:
+        return loader, None
+    batcher = gpu_augment.GpuTopDownBatcher(train_set.codec, device, channels_last=channels_last)
+    return gpu_augment.DeviceLoader(loader, batcher), batcher
+
+
 def fit(cfg: TrialConfig, reporter) -> None:
     fit_started = time.perf_counter()
     cfg.validate()
@@ -171,19 +203,14 @@ def fit(cfg: TrialConfig, reporter) -> None:
         sampler = torch.utils.data.DistributedSampler(
             train_set, reporter.world_size, reporter.rank, shuffle=True, seed=cfg.runtime.seed
         )
-    generator = torch.Generator().manual_seed(cfg.runtime.seed)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=cfg.optim.batch_size, shuffle=sampler is None, sampler=sampler,
-        # drop_last keeps batches equal (BatchNorm, DDP) but must not drop a whole small dataset.
-        collate_fn=collate_skip_none, drop_last=len(train_set) > cfg.optim.batch_size, generator=generator,
-    )
+    amp, channels_last = _enabled(cfg.runtime.amp, device), _enabled(cfg.runtime.channels_last, device)
+    loader, gpu_batcher = train_loader(cfg, train_set, sampler, device, channels_last)
 
     model = build_model(cfg)
     # forward + backward ~ 3x forward; OASNet runs two views per sample
     flops_per_image = 3 * count_flops(model, codec.input_hw) * (2 if cfg.oasnet.enabled else 1)
     loss_fn = build_loss(cfg, skeleton, _unwrap(model).to(device))
     model = reporter.prepare_model(model)
-    amp, channels_last = _enabled(cfg.runtime.amp, device), _enabled(cfg.runtime.channels_last, device)
     peak = cfg.runtime.peak_flops or peak_flops(device, amp)  # one worker's device, as images_per_s is per worker
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -234,7 +261,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
         metrics["train/tflops"] = flops_per_image * stats["images_per_s"] / 1e12
         if peak > 0:
             metrics["train/mfu"] = flops_per_image * stats["images_per_s"] / peak
-        metrics["data/skipped_samples"] = float(len(train_set.skipped))
+        metrics["data/skipped_samples"] = float(len(train_set.skipped | getattr(gpu_batcher, "skipped", set())))
         if train_set.skipped and reporter.rank == 0:
             files = sorted({str(train_records[i].file) for i in train_set.skipped})
             log.warning("epoch %d: %d training samples skipped so far (unreadable images: %s)", epoch + 1,

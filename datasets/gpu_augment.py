@@ -1,0 +1,532 @@
+"""The top-down training pipeline with its pixel work on the accelerator: batched JPEG decode (nvjpeg through
+`torchvision.io.decode_jpeg`), affine crop (`affine_grid` + `grid_sample`), LJA blocks and Gaussian heatmaps for
+the whole batch at once, in plain torch ops, so the same code runs on CUDA and, for the tests, on the CPU.
+
+The split of the work:
+
+* CPU, per sample (`GpuTopDownSource`, in DataLoader workers): read the JPEG's bytes and draw the augmentation
+  with the CPU pipeline's own code and random stream (`draw_params`: TopDownDataset.crop_geometry, the flip coin,
+  the dataset's LJA transform run on a placeholder image), so a sample gets the same crop matrix, keypoints, target
+  weights and LJA blocks as `TopDownDataset[i]` for the same (seed, epoch, index). No decode, no warp.
+* Device, per batch (`GpuTopDownBatcher`): decode, crop, round to whole grey levels as the CPU's uint8 crop, paint
+  the LJA blocks, normalise (channels_last) and encode the heatmaps: the same dict as the CPU collate
+  (`image`, `heatmaps`, `target_weight`, `index`).
+
+What the CPU path does that this one does not (GpuTopDownSource refuses such datasets): photometric jitter,
+occlusion transforms other than LJA (random occluders, targeted augmentations), test-time attacks and OASNet's
+siamese pair.
+
+Equivalence with the CPU path (tests/test_gpu_augment.py): the crop matrix, keypoints, target weights, LJA boxes and
+fills are the CPU's own numbers; heatmaps agree to float32 rounding; the crop's pixels agree with cv2.warpAffine to
+at most one grey level (OpenCV >= 4.11 computes INTER_LINEAR in float like grid_sample and both round half to even;
+the rare one-level differences are float32 rounding of the sample coordinates flipping a value that lies within
+~1e-4 of a rounding boundary). Older OpenCV quantises sample coordinates to 1/32 pixel, which moves pixels on sharp
+edges by up to ~5 grey levels. The reference is the CPU path's full-resolution decode: on the CPU torchvision's
+decoder gives cv2.imread's pixels bit for bit, while on CUDA nvjpeg (its own IDCT and chroma upsampling) differs from
+libjpeg-turbo by about a grey level on average, and a CPU dataset whose fast path decodes at a reduced JPEG scale
+differs by design.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import struct
+import threading
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datasets.codec import HeatmapCodec
+from datasets.occlusion import LJA, Crop
+from datasets.topdown import affine_matrix, transform_points
+from datasets.topdown_dataset import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset, flip_matrix
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SampleParams", "draw_params", "check_supported", "GpuTopDownSource", "collate_gpu", "batch_sources",
+    "GpuTopDownBatcher", "DeviceLoader", "decode_images", "crop_batch", "paint_occlusions", "encode_heatmaps",
+    "normalise", "jpeg_needs_cpu",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CPU side: parameters drawn exactly as TopDownDataset.views draws them
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SampleParams:
+    """One sample's augmentation, in the CPU pipeline's numbers."""
+
+    index: int
+    matrix: np.ndarray  # (2, 3) float64: image pixels -> crop pixels (flip included)
+    keypoints: np.ndarray  # (K, 2) float64, crop pixels (flip pairs already swapped)
+    visibility: np.ndarray  # (K,) COCO flags
+    target_weight: np.ndarray  # (K,) float32, before the heatmap's inside-the-map test
+    occlusions: np.ndarray  # (M, 5) int64: x0, y0, x1, y1 (exclusive), fill grey value; painted in order
+    flipped: bool
+
+
+def check_supported(dataset: TopDownDataset) -> None:
+    """Raise ValueError when the dataset asks for something only the CPU pipeline does."""
+    problems = []
+    if dataset.train and dataset.augment.photometric_p > 0:
+        problems.append("photometric jitter (data.photometric_p > 0)")
+    others = [type(t).__name__ for t in dataset.occlusions if not isinstance(t, LJA)]
+    if dataset.train and others:
+        problems.append(f"occlusion transforms other than LJA ({', '.join(others)})")
+    if dataset.attack is not None:
+        problems.append("a test-time attack")
+    if dataset.siamese:
+        problems.append("OASNet's siamese views")
+    if problems:
+        raise ValueError("the GPU augmentation path does not implement " + "; ".join(problems)
+                         + "; use the CPU pipeline (TopDownDataset) for this configuration")
+
+
+@lru_cache(maxsize=8)
+def _placeholder(hw: tuple[int, int]) -> np.ndarray:
+    """A read-only blank crop: the occlusion transforms need the crop's shape, never its pixels."""
+    image = np.zeros((*hw, 3), np.uint8)
+    image.flags.writeable = False
+    return image
+
+
+def draw_params(dataset: TopDownDataset, index: int, epoch: int | None = None) -> SampleParams:
+    """Sample `index`'s augmentation as TopDownDataset.views draws it (same generator, same order of draws:
+    crop geometry incl. half-body, flip coin, then the occlusion transforms), without touching pixels."""
+    check_supported(dataset)
+    record = dataset.records[index]
+    hw = dataset.codec.input_hw
+    rng = np.random.default_rng([dataset.seed, dataset.epoch if epoch is None else epoch, index]) \
+        if dataset.train else None
+    matrix = affine_matrix(dataset.crop_geometry(index, rng), hw)
+    keypoints = record.keypoints
+    flipped = False
+    if rng is not None and dataset.augment.flip_p > 0 and rng.random() < dataset.augment.flip_p:
+        matrix = flip_matrix(hw[1]) @ np.vstack([matrix, [0, 0, 1]])
+        keypoints = keypoints[dataset.skeleton.flip_index]
+        flipped = True
+    x, y, w, h = record.bbox
+    corners = transform_points(np.array([[x, y], [x + w, y], [x, y + h], [x + w, y + h]], np.float64), matrix)
+    body_box = np.concatenate([corners.min(axis=0), corners.max(axis=0)])
+    crop = Crop.of(_placeholder(hw), transform_points(keypoints[:, :2], matrix), keypoints[:, 2].astype(np.int64),
+                   body_box)
+    if rng is not None:
+        for transform in dataset.occlusions:
+            crop = transform(crop, rng)
+    for occlusion in crop.occlusions:
+        if occlusion.fill is None or occlusion.shape != "rect":
+            raise ValueError(f"the GPU path paints constant rectangles only, got {occlusion}")
+    occlusions = np.array([[*o.box, o.fill] for o in crop.occlusions], np.int64).reshape(-1, 5)
+    return SampleParams(index, matrix, crop.keypoints, crop.visibility, crop.target_weight.astype(np.float32),
+                        occlusions, flipped)
+
+
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2}  # baseline, extended and progressive Huffman: what nvjpeg and torchvision decode
+
+
+def jpeg_needs_cpu(data) -> bool:
+    """True unless `data` is a Huffman-coded JPEG of 1 or 3 components without an EXIF rotation: such files
+    (PNGs, CMYK or arithmetic-coded JPEGs, phone photos with an orientation tag, which cv2.imread turns upright)
+    are decoded by the loader exactly as the CPU path does; everything else goes to the device as bytes."""
+    buf = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else memoryview(data)
+    n = len(buf)
+    if n < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+        return True
+    try:
+        i, sof, components = 2, None, None
+        while i + 4 <= n:
+            if buf[i] != 0xFF:
+                return True
+            marker = buf[i + 1]
+            if marker == 0xFF:
+                i += 1
+                continue
+            if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+                i += 2
+                continue
+            length = (buf[i + 2] << 8) | buf[i + 3]
+            segment = buf[i + 4: i + 2 + length]
+            if marker == 0xE1 and bytes(segment[:6]) == b"Exif\x00\x00" \
+                    and _exif_orientation(segment[6:]) not in (0, 1):
+                return True
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                sof, components = (marker if segment[0] == 8 else None), segment[5]  # 8-bit samples only
+            if marker == 0xDA:
+                break
+            i += 2 + length
+        return sof not in _SOF_MARKERS or components not in (1, 3)
+    except (IndexError, struct.error, ValueError):
+        return True
+
+
+def _exif_orientation(tiff: memoryview) -> int:
+    order = {b"II": "<", b"MM": ">"}.get(bytes(tiff[:2]))
+    if order is None:
+        return 0
+    ifd = struct.unpack_from(order + "I", tiff, 4)[0]
+    for k in range(struct.unpack_from(order + "H", tiff, ifd)[0]):
+        tag, _, _ = struct.unpack_from(order + "HHI", tiff, ifd + 2 + 12 * k)
+        if tag == 0x0112:
+            return struct.unpack_from(order + "H", tiff, ifd + 2 + 12 * k + 8)[0]
+    return 0
+
+
+class GpuTopDownSource(torch.utils.data.Dataset):
+    """The CPU half, for a DataLoader: per index the file's bytes (or, for the rare file the device decoder must
+    not take, see `jpeg_needs_cpu`, the image decoded here as cv2.imread decodes it) and the sample's parameters.
+
+    Randomness follows the wrapped dataset's (seed, epoch, index), so set_epoch before building an epoch's
+    iterator (not with persistent_workers, whose copies of the dataset never see a later epoch). An unreadable
+    file gives an `unreadable` marker, which collate_gpu drops and lists in the batch's `skipped` (also added to the
+    dataset's `skipped`, as in the CPU path)."""
+
+    def __init__(self, dataset: TopDownDataset):
+        check_supported(dataset)
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    @property
+    def skipped(self) -> set[int]:
+        return self.dataset.skipped
+
+    def __getitem__(self, index: int):
+        record = self.dataset.records[index]
+        try:
+            data = np.fromfile(record.file, np.uint8)
+        except OSError:
+            data = None
+        source = None
+        if data is not None and data.size and not jpeg_needs_cpu(data):
+            source = torch.from_numpy(data)
+        elif data is not None and data.size:
+            image = cv2.imread(str(record.file), cv2.IMREAD_COLOR)
+            if image is not None:
+                rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+                source = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        if source is None:
+            if index not in self.dataset.skipped:
+                log.warning("skipping unreadable image %s (record %d)", record.file, index)
+            self.dataset.skipped.add(index)
+            # A marker, not None: in a loader worker process the dataset's `skipped` is a copy the trainer never
+            # sees, so the index travels in the batch (collate_gpu's `skipped`) to the batcher's count.
+            return {"unreadable": index}
+        p = draw_params(self.dataset, index)
+        return {"source": source, "matrix": p.matrix, "keypoints": p.keypoints, "target_weight": p.target_weight,
+                "occlusions": p.occlusions, "index": index}
+
+
+def collate_gpu(batch):
+    """Samples of GpuTopDownSource -> one host batch (None if nothing is left): the JPEGs back to back in one uint8
+    `jpeg_blob` with their byte counts in `jpeg_sizes` (0 for a sample the loader decoded; those images are in
+    `decoded`, in order), so a worker hands the main process a few tensors, not one per sample; `matrix` (B, 2, 3)
+    float64, `keypoints` (B, K, 2) float64, `target_weight` (B, K) float32, `occlusions` (B, M, 5) int64 (empty
+    boxes pad the shorter lists), `index` (B,) int64, `skipped` the unreadable files' indices. `batch_sources`
+    recovers the per-sample sources."""
+    skipped = torch.tensor([s["unreadable"] for s in batch if s is not None and "unreadable" in s], dtype=torch.int64)
+    batch = [sample for sample in batch if sample is not None and "unreadable" not in sample]
+    if not batch:
+        return {"skipped": skipped} if len(skipped) else None
+    most = max(len(s["occlusions"]) for s in batch)
+    occlusions = np.zeros((len(batch), most, 5), np.int64)
+    for i, s in enumerate(batch):
+        occlusions[i, : len(s["occlusions"])] = s["occlusions"]
+    jpegs = [s["source"] for s in batch if s["source"].dim() == 1]
+    return {
+        "jpeg_blob": torch.cat(jpegs) if jpegs else torch.zeros(0, dtype=torch.uint8),
+        "jpeg_sizes": torch.tensor([len(s["source"]) if s["source"].dim() == 1 else 0 for s in batch]),
+        "decoded": [s["source"] for s in batch if s["source"].dim() != 1],
+        "matrix": torch.from_numpy(np.stack([s["matrix"] for s in batch]).astype(np.float64)),
+        "keypoints": torch.from_numpy(np.stack([s["keypoints"] for s in batch]).astype(np.float64)),
+        "target_weight": torch.from_numpy(np.stack([s["target_weight"] for s in batch]).astype(np.float32)),
+        "occlusions": torch.from_numpy(occlusions),
+        "index": torch.tensor([s["index"] for s in batch], dtype=torch.int64),
+        "skipped": skipped,  # indices of this batch's unreadable files, dropped here
+    }
+
+
+def batch_sources(batch) -> list[torch.Tensor]:
+    """A collate_gpu batch's per-sample sources: 1-D uint8 JPEG bytes (views into the blob) or (3, H, W) images."""
+    sizes = batch["jpeg_sizes"].tolist()
+    jpegs = iter(torch.split(batch["jpeg_blob"], [n for n in sizes if n]))
+    decoded = iter(batch["decoded"])
+    return [next(jpegs) if n else next(decoded) for n in sizes]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Device side: pure functions on whole batches
+# ----------------------------------------------------------------------------------------------------------------
+
+def _decode(data, device: torch.device):
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 deprecates its codecs for TorchCodec
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+def decode_images(sources: list[torch.Tensor], device) -> list[torch.Tensor | None]:
+    """JPEG bytes (1-D uint8, on the CPU) -> (3, H, W) uint8 RGB on `device`, all JPEGs in one batched call (nvjpeg
+    on CUDA: baseline files in the GPU's hardware decoder). Already decoded (3, H, W) images are moved as they are.
+    A file the decoder rejects becomes None (the batch's other images are then decoded one by one)."""
+    device = torch.device(device)
+    out: list[torch.Tensor | None] = [None] * len(sources)
+    jpegs = []
+    for i, source in enumerate(sources):
+        if source.dim() == 1:
+            jpegs.append(i)
+        else:
+            out[i] = source.to(device, non_blocking=True)
+    if jpegs:
+        data = [sources[i] for i in jpegs]
+        try:
+            decoded = _decode(data, device)
+        except RuntimeError:
+            decoded = []
+            for d in data:
+                try:
+                    decoded.append(_decode(d, device))
+                except RuntimeError:
+                    try:  # nvjpeg may refuse what libjpeg-turbo reads
+                        decoded.append(_decode(d, torch.device("cpu")).to(device))
+                    except RuntimeError:
+                        decoded.append(None)
+        for i, image in zip(jpegs, decoded):
+            out[i] = image
+    return out
+
+
+def _windows(inverses: np.ndarray, image_hw: np.ndarray, output_hw: tuple[int, int]) -> np.ndarray:
+    """(B, 4) x0, y0, x1, y1: the image pixels bilinear sampling of each crop can touch (its corners' bounding box,
+    a pixel of margin for rounding), clipped to the image; all zeros where the crop misses the image."""
+    out_h, out_w = output_hw
+    corners = np.array([[0, 0, 1], [out_w - 1, 0, 1], [0, out_h - 1, 1], [out_w - 1, out_h - 1, 1]], np.float64)
+    src = np.einsum("cj,bij->bci", corners, inverses)  # (B, 4 corners, xy)
+    low, high = np.floor(src.min(axis=1)) - 1, np.floor(src.max(axis=1)) + 3
+    size = image_hw[:, ::-1]  # (w, h)
+    low, high = np.clip(low, 0, size).astype(np.int64), np.clip(high, 0, size).astype(np.int64)
+    boxes = np.concatenate([low, high], axis=1)
+    boxes[(high <= low).any(axis=1)] = 0
+    return boxes
+
+
+def _invert(matrices: np.ndarray) -> np.ndarray:
+    """(B, 2, 3) affine maps -> their inverses, in float64 (cv2.invertAffineTransform's arithmetic)."""
+    a, b, c = matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 0, 2]
+    d, e, f = matrices[:, 1, 0], matrices[:, 1, 1], matrices[:, 1, 2]
+    det = a * e - b * d
+    det = np.where(det != 0, 1.0 / np.where(det != 0, det, 1.0), 0.0)
+    ia, ib, id_, ie = e * det, -b * det, -d * det, a * det
+    return np.stack([np.stack([ia, ib, -ia * c - ib * f], -1), np.stack([id_, ie, -id_ * c - ie * f], -1)], 1)
+
+
+def crop_batch(images: list[torch.Tensor], matrices, output_hw: tuple[int, int], round_pixels: bool = True,
+               ) -> torch.Tensor:
+    """cv2.warpAffine(image, matrix, (w, h), INTER_LINEAR) for a batch of images of any sizes, in one grid_sample.
+
+    images: (3, H_i, W_i) uint8 on one device; matrices: (B, 2, 3) image -> crop pixels (the CPU path's matrices).
+    Returns (B, 3, h, w) float32 with whole grey values (rounded half to even, as cv2 saturate_cast) unless
+    round_pixels is off. Pixels sample the image at M^-1 (x, y) with pixel centres on integers, bilinearly, outside
+    the image counting as 0 (cv2's BORDER_CONSTANT). Each image contributes only the window its crop can touch,
+    zero-padded to the batch's largest window; grid_sample's align_corners=True normalisation then puts pixel
+    centres exactly where cv2 has them, and the zero padding is the constant border."""
+    matrices = np.asarray(matrices.cpu() if isinstance(matrices, torch.Tensor) else matrices, np.float64)
+    out_h, out_w = output_hw
+    n = len(images)
+    device = images[0].device
+    inverses = _invert(matrices)
+    rois = _windows(inverses, np.array([image.shape[-2:] for image in images], np.int64), output_hw)
+    win_h = max(2, int((rois[:, 3] - rois[:, 1]).max()))
+    win_w = max(2, int((rois[:, 2] - rois[:, 0]).max()))
+    windows = torch.zeros((n, 3, win_h, win_w), dtype=torch.uint8, device=device)
+    for i, (x0, y0, x1, y1) in enumerate(rois.tolist()):
+        if x1 > x0:
+            windows[i, :, : y1 - y0, : x1 - x0] = images[i][:, y0:y1, x0:x1]
+    inverses[:, :, 2] -= rois[:, :2]  # crop pixel -> window pixel
+    # theta: normalised crop coordinates -> normalised window coordinates (align_corners=True: -1 and 1 are the
+    # centres of the first and last pixel).
+    to_window = np.array([[2 / (win_w - 1), 0, -1], [0, 2 / (win_h - 1), -1], [0, 0, 1]], np.float64)
+    from_crop = np.array([[(out_w - 1) / 2, 0, (out_w - 1) / 2], [0, (out_h - 1) / 2, (out_h - 1) / 2], [0, 0, 1]],
+                         np.float64)
+    square = np.concatenate([inverses, np.tile([[[0.0, 0.0, 1.0]]], (n, 1, 1))], axis=1)
+    theta = (to_window @ square @ from_crop)[:, :2]
+    theta = torch.from_numpy(theta.astype(np.float32)).to(device, non_blocking=True)
+    grid = F.affine_grid(theta, [n, 3, out_h, out_w], align_corners=True)
+    crops = F.grid_sample(windows.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return crops.round_() if round_pixels else crops
+
+
+def paint_occlusions(crops: torch.Tensor, occlusions: torch.Tensor) -> torch.Tensor:
+    """Paint (B, M, 5) [x0, y0, x1, y1, fill] rectangles (crop pixels, x1/y1 exclusive) over (B, C, H, W) crops,
+    all channels, in order (a later block covers an earlier one, as LJA's loop does). Empty boxes paint nothing."""
+    if occlusions.shape[1] == 0:
+        return crops
+    occlusions = occlusions.to(crops.device, non_blocking=True)
+    n, _, h, w = crops.shape
+    ys = torch.arange(h, device=crops.device).view(1, 1, h)
+    xs = torch.arange(w, device=crops.device).view(1, 1, w)
+    # (B, M, H) rows and (B, M, W) columns inside each box; a pixel is covered where both are.
+    rows = (ys >= occlusions[:, :, 1:2]) & (ys < occlusions[:, :, 3:4])
+    cols = (xs >= occlusions[:, :, 0:1]) & (xs < occlusions[:, :, 2:3])
+    fills = occlusions[:, :, 4].to(crops.dtype).view(n, -1, 1, 1, 1)
+    for m in range(occlusions.shape[1]):
+        inside = rows[:, m, None, :, None] & cols[:, m, None, None, :]  # (B, 1, H, W)
+        crops = torch.where(inside, fills[:, m], crops)
+    return crops
+
+
+def encode_heatmaps(keypoints: torch.Tensor, weights: torch.Tensor, codec: HeatmapCodec,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """HeatmapCodec.encode for a batch: keypoints (B, K, 2) in input pixels, weights (B, K) -> heatmaps
+    (B, K, h, w) float32, target weights (B, K) float32, in the codec's arithmetic: separable float64 Gaussians
+    around the unrounded centre keypoint / stride, their float32 outer product; weight 0 (and a zero map) where the
+    weight is 0 or the centre is off the map."""
+    h, w = codec.heatmap_hw
+    keypoints = keypoints.to(torch.float64)
+    centers = keypoints / codec.stride
+    cx, cy = centers[..., 0:1], centers[..., 1:2]
+    inside = (cx[..., 0] >= 0) & (cx[..., 0] <= w - 1) & (cy[..., 0] >= 0) & (cy[..., 0] <= h - 1)
+    target_weight = (weights.to(keypoints.device) > 0) & inside
+    xs = torch.arange(w, dtype=torch.float64, device=keypoints.device)
+    ys = torch.arange(h, dtype=torch.float64, device=keypoints.device)
+    gx = torch.exp(-((xs - cx) ** 2) / (2 * codec.sigma**2))
+    gy = torch.exp(-((ys - cy) ** 2) / (2 * codec.sigma**2)) * target_weight[..., None]
+    heatmaps = gy.float()[..., :, None] * gx.float()[..., None, :]
+    return heatmaps, target_weight.float()
+
+
+@lru_cache(maxsize=8)
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1).to(device),
+            torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1).to(device))
+
+
+def normalise(crops: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """(crop - ImageNet mean) / std, the CPU path's float32 arithmetic, optionally in NHWC memory."""
+    mean, std = _mean_std(crops.device)
+    out = (crops - mean) / std
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+class GpuTopDownBatcher:
+    """The device half: a collate_gpu batch -> {"image", "heatmaps", "target_weight", "index"} on `device`, the
+    dict TopDownDataset + collate_skip_none give (images channels_last unless told otherwise). Samples whose JPEG
+    the decoder rejects are dropped and their dataset indices added to `skipped`."""
+
+    def __init__(self, codec: HeatmapCodec, device, channels_last: bool = True):
+        self.codec = codec
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.skipped: set[int] = set()
+
+    def __call__(self, batch):
+        if batch is None:
+            return None
+        self.skipped.update(batch["skipped"].tolist())
+        if "index" not in batch:  # every file of the batch was unreadable
+            return None
+        images = decode_images(batch_sources(batch), self.device)
+        keep = [i for i, image in enumerate(images) if image is not None]
+        if len(keep) < len(images):
+            self.skipped.update(int(batch["index"][i]) for i in range(len(images)) if images[i] is None)
+            if not keep:
+                return None
+            rows = torch.tensor(keep)
+            batch = {k: batch[k][rows] for k in ("matrix", "keypoints", "target_weight", "occlusions", "index")}
+            images = [images[i] for i in keep]
+        crops = crop_batch(images, batch["matrix"], self.codec.input_hw)
+        crops = paint_occlusions(crops, batch["occlusions"])
+        heatmaps, target_weight = encode_heatmaps(batch["keypoints"].to(self.device, non_blocking=True),
+                                                  batch["target_weight"].to(self.device, non_blocking=True),
+                                                  self.codec)
+        return {"image": normalise(crops, self.channels_last), "heatmaps": heatmaps, "target_weight": target_weight,
+                "index": batch["index"]}
+
+
+class DeviceLoader:
+    """A DataLoader over a GpuTopDownSource seen through a batcher: iterating yields device batches, len() is the
+    loader's, so train_one_epoch takes it in place of the CPU loader (its .to(device) is then a no-op).
+
+    prefetch > 0 runs the batcher that many batches ahead in a background thread (on CUDA on a side stream, the
+    consumer's stream waiting on each batch's event), so decoding and augmenting the next batch overlaps the
+    training step instead of following it (the engine's per-step loss.item() empties the GPU's queue every step).
+    Default: 1 on CUDA, 0 elsewhere."""
+
+    def __init__(self, loader, batcher: GpuTopDownBatcher, prefetch: int | None = None):
+        self.loader = loader
+        self.batcher = batcher
+        self.prefetch = (1 if batcher.device.type == "cuda" else 0) if prefetch is None else prefetch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        if self.prefetch <= 0:
+            for batch in self.loader:
+                yield self.batcher(batch)
+            return
+        yield from self._prefetched()
+
+    def _prefetched(self):
+        device = self.batcher.device
+        cuda = device.type == "cuda"
+        stream = torch.cuda.Stream(device) if cuda else None
+        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def produce():
+            try:
+                with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+                    for host_batch in self.loader:
+                        if stop.is_set():
+                            return
+                        batch = self.batcher(host_batch)
+                        event = None
+                        if cuda:
+                            event = torch.cuda.Event()
+                            event.record(stream)
+                        ready.put((batch, event))
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+                ready.put(err)
+                return
+            ready.put(_END)
+
+        thread = threading.Thread(target=produce, name="gpu-augment-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                batch, event = item
+                if cuda and batch is not None:
+                    consumer = torch.cuda.current_stream(device)
+                    consumer.wait_event(event)
+                    for value in batch.values():
+                        if isinstance(value, torch.Tensor) and value.device.type == "cuda":
+                            value.record_stream(consumer)  # keep the side stream's allocator off it until used
+                yield batch
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+                try:
+                    ready.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)
+
+
+_END = object()
