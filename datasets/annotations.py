@@ -183,3 +183,99 @@ def _box(values, source, ann_id, field: str, xywh: bool = True) -> tuple[float, 
         raise AnnotationError(f"{source}: annotation {ann_id}: field {field!r} has a negative or zero width/height: "
                               f"{values}")
     return box
+
+
+class RecordTable:
+    """Person records as a few flat numpy arrays: what a data-loader worker indexes into.
+
+    A list of PersonRecord objects is copied into every forked worker page by page as reference counts and the
+    garbage collector touch its objects (copy-on-read); a handful of arrays is touched only through their data
+    buffers, which stay shared with the parent. Indexing yields a PersonRecord built on demand (its keypoints a
+    read-only view), so code that reads `records[i].bbox` or iterates the records keeps working.
+    """
+
+    _ARRAYS = ("ann_id", "image_id", "file_index", "bbox", "keypoints", "head_box", "has_head_box", "score")
+
+    def __init__(self, ann_id, image_id, file_index, bbox, keypoints, head_box, has_head_box, score,
+                 path_blob, path_offsets):
+        self.ann_id = ann_id  # (N,) int64 (or a fixed-width string array where ids are not integers)
+        self.image_id = image_id  # (N,) likewise
+        self.file_index = file_index  # (N,) int32 into the file paths
+        self.bbox = bbox  # (N, 4) float64 x, y, w, h
+        self.keypoints = keypoints  # (N, K, 3) float32
+        self.head_box = head_box  # (N, 4) float64, NaN where the record has none
+        self.has_head_box = has_head_box  # (N,) bool
+        self.score = score  # (N,) float64
+        self.path_blob = path_blob  # (B,) uint8: the distinct file paths, UTF-8, back to back
+        self.path_offsets = path_offsets  # (F + 1,) int64: path f is path_blob[offsets[f]:offsets[f + 1]]
+        for name in (*self._ARRAYS, "path_blob", "path_offsets"):
+            getattr(self, name).flags.writeable = False
+
+    @classmethod
+    def from_records(cls, records) -> "RecordTable":
+        if isinstance(records, RecordTable):
+            return records
+        records = list(records)
+        paths: dict[str, int] = {}
+        file_index = np.array([paths.setdefault(str(r.file), len(paths)) for r in records], dtype=np.int32)
+        encoded = [p.encode("utf-8", "surrogateescape") for p in paths]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(p) for p in encoded], dtype=np.int64)
+        blob = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+        heads = [r.head_box for r in records]
+        keypoints = np.stack([np.asarray(r.keypoints, np.float32) for r in records]) if records \
+            else np.zeros((0, 0, 3), np.float32)
+        return cls(
+            ann_id=_id_array([r.ann_id for r in records]), image_id=_id_array([r.image_id for r in records]),
+            file_index=file_index, bbox=np.array([r.bbox for r in records], dtype=np.float64).reshape(-1, 4),
+            keypoints=keypoints,
+            head_box=np.array([h if h is not None else (np.nan,) * 4 for h in heads], np.float64).reshape(-1, 4),
+            has_head_box=np.array([h is not None for h in heads], dtype=bool),
+            score=np.array([r.score for r in records], dtype=np.float64), path_blob=blob, path_offsets=offsets)
+
+    def __len__(self) -> int:
+        return len(self.file_index)
+
+    @property
+    def num_files(self) -> int:
+        return len(self.path_offsets) - 1
+
+    def path(self, file_index: int) -> str:
+        start, stop = self.path_offsets[file_index], self.path_offsets[file_index + 1]
+        return self.path_blob[start:stop].tobytes().decode("utf-8", "surrogateescape")
+
+    def file(self, index: int) -> Path:
+        return Path(self.path(int(self.file_index[index])))
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.take(np.arange(len(self))[index])
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} out of range ({len(self)} records)")
+        head = tuple(float(v) for v in self.head_box[index]) if self.has_head_box[index] else None
+        return PersonRecord(ann_id=self.ann_id[index].item(), image_id=self.image_id[index].item(),
+                            file=self.file(index), bbox=tuple(float(v) for v in self.bbox[index]),
+                            keypoints=self.keypoints[index], head_box=head, score=float(self.score[index]))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def take(self, indices) -> "RecordTable":
+        """The records at `indices`, in that order (the file paths are shared)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return RecordTable(**{name: getattr(self, name)[indices] for name in self._ARRAYS},
+                           path_blob=self.path_blob, path_offsets=self.path_offsets)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in (*self._ARRAYS, "path_blob", "path_offsets"))
+
+
+def _id_array(ids: list) -> np.ndarray:
+    """Integer ids as int64; anything else (a string id) as a fixed-width unicode array, still no Python objects."""
+    if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+        return np.array(ids, dtype=np.int64)
+    return np.array([str(i) for i in ids])

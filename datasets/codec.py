@@ -39,8 +39,9 @@ class HeatmapCodec:
         ys = np.arange(h, dtype=np.float32)
         gx = np.exp(-((xs[None, :] - centers[:, :1]) ** 2) / (2 * self.sigma**2))
         gy = np.exp(-((ys[None, :] - centers[:, 1:2]) ** 2) / (2 * self.sigma**2))
-        heatmaps = (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
-        heatmaps *= target_weight[:, None, None]
+        gy *= target_weight[:, None]  # a zero-weight joint's map is zero
+        # Separable: one (K, h, 1) x (K, 1, w) float32 outer product, no (K, h, w) float64 intermediate.
+        heatmaps = np.multiply(gy.astype(np.float32)[:, :, None], gx.astype(np.float32)[:, None, :])
         return heatmaps, target_weight.astype(np.float32)
 
     def encode_occlusion(self, keypoints: np.ndarray, occluded: np.ndarray) -> np.ndarray:
