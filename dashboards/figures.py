@@ -14,6 +14,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dashboards.search_data import Search  # noqa: E402
 
 
+# Tune's OptunaSearch tells the study each trial's last reported result, not its best epoch as the tables use.
+LAST_REPORTED = ("Objective values are what Tune told the Optuna study: each trial's last reported value (an "
+                 "ASHA-stopped trial's last epoch), not its best epoch as in the tables.")
+
+
 @dataclass
 class Figure:
     key: str
@@ -34,6 +39,8 @@ def load_study(search: Search, storage: str | None):
         study = optuna.load_study(study_name=search.experiment, storage=storage)
     except KeyError:
         return None, f"no Optuna study {search.experiment!r} in {storage}"
+    except Exception as err:  # an unreachable server or a moved sqlite file: the report goes on without it
+        return None, f"Optuna storage {storage} unreadable ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
     return study, ""
 
 
@@ -60,7 +67,7 @@ def parallel_coordinates(study, search: Search, out: Path) -> Figure:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study, target=target, target_name=name)
-    return _save(ax.figure, out / "parallel_coordinates.png", Figure("parallel", title, None))
+    return _save(ax.figure, out / "parallel_coordinates.png", Figure("parallel", title, None, LAST_REPORTED))
 
 
 def importance(study, search: Search, out: Path) -> Figure:
@@ -83,7 +90,7 @@ def importance(study, search: Search, out: Path) -> Figure:
     names = list(scores)[::-1]
     ax.barh(names, [scores[n] for n in names], color="#4c72b0")
     ax.set(xlabel="importance (share of the objective's variance)", title=title)
-    figure = Figure("importance", title, None, f"{len(_complete(study))} completed trials",
+    figure = Figure("importance", title, None, f"{len(_complete(study))} completed trials. {LAST_REPORTED}",
                     data={k: round(v, 4) for k, v in scores.items()})
     return _save(fig, out / "param_importance.png", figure)
 

@@ -34,8 +34,13 @@ def load_trial_model(client: MlflowClient, run_id: str):
     from trainables.config import TrialConfig
     from trainables.worker import CONFIG_FILE, MODEL_FILE, build_model
 
+    from mlflow.exceptions import MlflowException
+
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = Path(client.download_artifacts(run_id, "best_checkpoint", tmp))
+        try:
+            checkpoint = Path(client.download_artifacts(run_id, "best_checkpoint", tmp))
+        except (MlflowException, OSError) as err:
+            raise ValueError(f"run {run_id} has no best_checkpoint artifact ({type(err).__name__})") from err
         if not (checkpoint / MODEL_FILE).is_file() or not (checkpoint / CONFIG_FILE).is_file():
             raise ValueError(f"run {run_id}: best_checkpoint lacks {MODEL_FILE} or {CONFIG_FILE}")
         cfg = TrialConfig.from_flat(json.loads((checkpoint / CONFIG_FILE).read_text()))
@@ -80,6 +85,7 @@ def register_best_model(client: MlflowClient, search: Search, trial: Trial) -> d
     model, cfg = load_trial_model(client, trial.run_id)
     scores = {k: v for k, v in trial.at_best(search.metric).items() if k != "epoch"}
     mlflow.set_tracking_uri(client.tracking_uri)
+    ended = client.get_run(trial.run_id).info  # reopening the run below would restamp its status and end time
     with mlflow.start_run(run_id=trial.run_id):
         info = mlflow.pytorch.log_model(
             model, name="model", input_example=input_example(cfg), registered_model_name=name,
@@ -91,6 +97,7 @@ def register_best_model(client: MlflowClient, search: Search, trial: Trial) -> d
                               f"torchvision=={torchvision.__version__.split('+')[0]}", "timm", "numpy"],
             params={k: v for k, v in cfg.flat().items() if not k.startswith(("data.", "runtime."))},
         )
+    client.set_terminated(trial.run_id, status=ended.status, end_time=ended.end_time)
     version = str(info.registered_model_version)
     config = {k: v for k, v in trial.params.items() if not k.startswith(("data.", "runtime."))}
     client.set_model_version_tag(name, version, "source_run", trial.run_id)

@@ -51,7 +51,8 @@ def attack_trials(search, args) -> list[str]:
     """search/robustness.py on the best and paper-default trials that have no robustness results yet."""
     from search import robustness
 
-    attacked, targets = [], {t.run_id: t for t in (search.best(), search.paper_default()) if t is not None}
+    attacked, targets = [], {t.run_id: t for t in (search.best(finished_only=True), search.paper_default())
+                             if t is not None and t.status == "FINISHED"}
     for trial in targets.values():
         if any(name.startswith("robustness/clean/") for name in trial.robustness):
             continue
@@ -60,7 +61,8 @@ def attack_trials(search, args) -> list[str]:
                                     "--no-per-keypoint", "--max-samples", str(args.robustness_max_samples),
                                     "--out", tmp])
         if code != 0:
-            raise RuntimeError(f"search/robustness.py failed on trial {trial.name} (run {trial.run_id})")
+            raise ValueError(f"search/robustness.py failed on trial {trial.name} (run {trial.run_id}); rerun with "
+                             "--no-robustness to skip the attacks")
         attacked.append(trial.name)
     return attacked
 
@@ -103,7 +105,7 @@ def render_html(search, tables, figures, model: dict | None, out: Path) -> Path:
                      f"{best.at_best(search.metric)[search.metric]:.4f} at epoch {best.best_epoch(search.metric)}.</p>")
     if model:
         parts.append(f"<p>Registered model <code>{html.escape(model['model_uri'])}</code> "
-                     f"(from run <code>{model['run_id']}</code>).</p>")
+                     f"(from run <code>{model['run_id']}</code>, the best trial that finished).</p>")
     for table in tables:
         parts.append(f"<h2 id='{table.key}'>{html.escape(table.title)}</h2><table><tr>"
                      + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr>")
@@ -126,6 +128,7 @@ def render_html(search, tables, figures, model: dict | None, out: Path) -> Path:
 
 
 def build_report(args) -> dict:
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from dashboards.figures import all_figures, load_study
@@ -143,18 +146,24 @@ def build_report(args) -> dict:
     out = args.out or REPO_ROOT / "reports" / args.experiment
     out.mkdir(parents=True, exist_ok=True)
 
+    study, study_note = load_study(search, args.optuna_storage)  # before anything is written: it may be absent
     attacked = attack_trials(search, args) if args.robustness else []
     if attacked:
         search = load_search(client, args.experiment)
-    model = register_best_model(client, search, search.best()) if args.register else None
-    study, study_note = load_study(search, args.optuna_storage)
+    model, model_error, registrable = None, None, search.best(finished_only=True)
+    if args.register and registrable is not None:
+        try:
+            model = register_best_model(client, search, registrable)
+        except (MlflowException, ValueError) as err:  # e.g. its checkpoint never reached MLflow: report without it
+            model_error = f"best model not registered: {str(err).splitlines()[0][:300]}"
+            print(f"report.py: warning: {model_error}", file=sys.stderr)
     tables = all_tables(search, baseline_trial(client, args.baseline_run))
     figures = all_figures(search, study, study_note, out / "figures")
     page = render_html(search, tables, figures, model, out)
     summary = {
         "experiment": search.experiment, "parent_run_id": search.parent_run_id, "metric": search.metric,
         "trials": len(search.trials), "best_trial": search.best().name, "robustness_attacked": attacked,
-        "model": model,
+        "model": model, "model_error": model_error,
         "tables": {t.key: {"title": t.title, "columns": t.columns, "rows": t.rows, "note": t.note} for t in tables},
         "figures": {f.key: {"file": f.path.name if f.path else None, "note": f.note, "data": f.data}
                     for f in figures},

@@ -88,8 +88,10 @@ class Search:
     def scored(self) -> list[Trial]:
         return [t for t in self.trials if t.history.get(self.metric)]
 
-    def best(self) -> Trial | None:
-        scored = self.scored()
+    def best(self, finished_only: bool = False) -> Trial | None:
+        """The top trial by its best epoch; finished_only: among trials that ended normally, the only ones whose
+        best checkpoint the tracker stored (a FAILED or KILLED trial's scores are real, its weights are not kept)."""
+        scored = [t for t in self.scored() if t.status == "FINISHED" or not finished_only]
         return max(scored, key=lambda t: t.at_best(self.metric)[self.metric]) if scored else None
 
     def metrics_present(self, names) -> list[str]:

@@ -77,8 +77,9 @@ def lja_grid(search: Search) -> Table | None:
     grid), with the number of trials."""
     cells = defaultdict(list)
     for trial in search.scored():
-        if not trial.param("lja.enabled") or "lja.quantity_ratio" not in trial.params:
-            continue
+        if not trial.param("lja.enabled") or float(trial.param("lja.p", 1.0)) <= 0 \
+                or "lja.quantity_ratio" not in trial.params:
+            continue  # ratios of an LJA that never fires say nothing
         q, s = (_bin(trial.param(k)) for k in ("lja.quantity_ratio", "lja.size_ratio"))
         cells[q, s].append(trial.at_best(search.metric)[search.metric])
     if len({q for q, _ in cells}) < 2 and len({s for _, s in cells}) < 2:

@@ -51,20 +51,24 @@ def start_server(command: list[str], url: str, log_path: Path, timeout_s: float 
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return proc
-        except urllib.error.HTTPError:
-            return proc  # it answers, if not with 200
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            why = f"exited with {proc.returncode}" if proc.poll() is not None else f"did not answer in {timeout_s:g} s"
-            stop_server(proc)
-            tail = log_path.read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"{' '.join(command)}: {url} {why}; its output ({log_path}):\n{tail}")
-        time.sleep(0.5)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                return proc
+            except urllib.error.HTTPError:
+                return proc  # it answers, if not with 200
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                why = f"exited with {proc.returncode}" if proc.poll() is not None \
+                    else f"did not answer in {timeout_s:g} s"
+                tail = log_path.read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"{' '.join(command)}: {url} {why}; its output ({log_path}):\n{tail}")
+            time.sleep(0.5)
+    except BaseException:  # a failed start, or Ctrl-C while waiting: the caller never gets the process to stop
+        stop_server(proc)
+        raise
 
 
 def stop_server(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
@@ -111,6 +115,10 @@ def main(argv=None) -> None:
     parser.add_argument("--logs", type=Path, default=Path(".cache/ui"), help="where the servers' output goes")
     args = parser.parse_args(argv)
     storage = (args.optuna_storage or default_optuna_storage(args.tracking_uri)) if args.optuna else None
+    # The servers run in sessions of their own, out of the terminal's reach: a closed terminal or a kill must
+    # still end them, through the finally below.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     servers = []
     try:
         servers.append(start_mlflow_ui(args.tracking_uri, args.port, args.logs / "mlflow-ui.log", workers=None))

@@ -108,3 +108,18 @@ def test_fanova_is_skipped_with_a_reason_for_a_single_trial(tmp_path):
 def test_learning_curves_draw_every_trial(tmp_path):
     figure = learning_curves(search_of(trial("a", [0.1, 0.2]), trial("b", [0.3])), tmp_path)
     assert figure.path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_registered_model_comes_from_the_best_trial_that_finished():
+    failed = trial("failed", [0.6])
+    failed.status = "FAILED"  # its scores are real, but no checkpoint of it reached MLflow
+    done = trial("done", [0.4])
+    search = search_of(failed, done)
+    assert search.best() is failed and search.best(finished_only=True) is done
+
+
+def test_an_unreadable_optuna_storage_is_a_reason_not_a_crash(tmp_path):
+    from dashboards.figures import load_study
+
+    study, why = load_study(search_of(), f"sqlite:///{tmp_path / 'gone' / 'optuna.db'}")
+    assert study is None and "unreadable" in why and "optuna.db" in why

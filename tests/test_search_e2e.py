@@ -149,6 +149,9 @@ def test_report_registers_the_best_model_and_logs_html_to_the_parent_run(smoke_s
     import torch
 
     _, client, work = smoke_search
+    experiment = client.get_experiment_by_name("e2e-smoke")
+    ended = {r.info.run_id: (r.info.status, r.info.end_time)
+             for r in client.search_runs([experiment.experiment_id], "tags.trial_id != ''")}
     result = _report(work)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((work / "report" / "report.json").read_text())
@@ -183,6 +186,8 @@ def test_report_registers_the_best_model_and_logs_html_to_the_parent_run(smoke_s
 
     best_run_id = client.get_model_version("e2e-smoke", "1").run_id
     assert client.get_run(best_run_id).info.run_name == summary["best_trial"]
+    after = client.get_run(best_run_id).info
+    assert (after.status, after.end_time) == ended[best_run_id]  # logging the model kept the trial's own record
     attacked = client.get_metric_history(best_run_id, "robustness/keypoint-blackout/AP")
     assert [m.step for m in attacked] == [0, 6, 12, 18]
     version = client.get_model_version("e2e-smoke", "1")

@@ -38,7 +38,10 @@ def cpu_peak_flops(threads: int | None = None) -> float:
     except OSError:
         return 0.0
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    mhz = [float(line.split(":", 1)[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    # The nominal maximum where the kernel exposes it; /proc/cpuinfo's "cpu MHz" is often the current clock.
+    maximum = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    mhz = [int(maximum.read_text()) / 1000] if maximum.exists() else \
+        [float(line.split(":", 1)[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
     if not mhz:
         return 0.0
     per_cycle = 64 if "avx512f" in flags and "GenuineIntel" in info else 32 if "fma" in flags else 8
