@@ -29,24 +29,11 @@ def existing_version(client: MlflowClient, name: str, run_id: str):
 
 def load_trial_model(client: MlflowClient, run_id: str):
     """(model in eval mode, TrialConfig) from the trial's best checkpoint artifacts."""
-    import torch
-
-    from trainables.config import TrialConfig
-    from trainables.worker import CONFIG_FILE, MODEL_FILE, build_model
-
-    from mlflow.exceptions import MlflowException
+    from search.robustness import fetch_checkpoint
+    from trainables.worker import load_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            checkpoint = Path(client.download_artifacts(run_id, "best_checkpoint", tmp))
-        except (MlflowException, OSError) as err:
-            raise ValueError(f"run {run_id} has no best_checkpoint artifact ({type(err).__name__})") from err
-        if not (checkpoint / MODEL_FILE).is_file() or not (checkpoint / CONFIG_FILE).is_file():
-            raise ValueError(f"run {run_id}: best_checkpoint lacks {MODEL_FILE} or {CONFIG_FILE}")
-        cfg = TrialConfig.from_flat(json.loads((checkpoint / CONFIG_FILE).read_text()))
-        model = build_model(cfg.replace(**{"model.pretrained": ""}))  # the checkpoint holds every weight
-        model.load_state_dict(torch.load(checkpoint / MODEL_FILE, map_location="cpu"))
-    return model.eval(), cfg
+        return load_checkpoint(fetch_checkpoint(run_id, Path(tmp), client))
 
 
 def input_example(cfg):

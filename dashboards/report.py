@@ -67,19 +67,6 @@ def attack_trials(search, args) -> list[str]:
     return attacked
 
 
-def baseline_trial(client, run_id: str | None):
-    from dashboards.search_data import Trial, parse_param
-
-    if not run_id:
-        return None
-    run = client.get_run(run_id)
-    trial = Trial(run_id, run.info.run_name or run_id, run.data.tags.get("trial_id", ""), run.info.status,
-                  {k: parse_param(v) for k, v in run.data.params.items()})
-    for name in run.data.metrics:
-        trial.history[name] = sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
-    return trial
-
-
 def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -133,7 +120,7 @@ def build_report(args) -> dict:
 
     from dashboards.figures import all_figures, load_study
     from dashboards.registry import register_best_model
-    from dashboards.search_data import load_search
+    from dashboards.search_data import load_search, trial_from_run
     from dashboards.tables import all_tables
 
     # search/robustness.py and mlflow.pytorch use the default client: point it at the same store.
@@ -157,7 +144,8 @@ def build_report(args) -> dict:
         except (MlflowException, ValueError) as err:  # e.g. its checkpoint never reached MLflow: report without it
             model_error = f"best model not registered: {str(err).splitlines()[0][:300]}"
             print(f"report.py: warning: {model_error}", file=sys.stderr)
-    tables = all_tables(search, baseline_trial(client, args.baseline_run))
+    baseline = trial_from_run(client, client.get_run(args.baseline_run)) if args.baseline_run else None
+    tables = all_tables(search, baseline)
     figures = all_figures(search, study, study_note, out / "figures")
     page = render_html(search, tables, figures, model, out)
     summary = {

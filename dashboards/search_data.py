@@ -129,6 +129,24 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def trial_from_run(client: MlflowClient, run, metrics=None) -> Trial:
+    """A trial run as the report reads it: typed params, the histories of `metrics` (None: all), and its
+    robustness/... results (search/robustness.py), whose steps are attack radii."""
+    trial = Trial(run_id=run.info.run_id, name=run.info.run_name or run.data.tags.get("trial_id", ""),
+                  trial_id=run.data.tags.get("trial_id", ""), status=run.info.status,
+                  params={k: parse_param(v) for k, v in run.data.params.items()})
+    for name in run.data.metrics:
+        robustness = name.startswith("robustness/")
+        if robustness or metrics is None or name in metrics:
+            points = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
+            if robustness:
+                trial.robustness[name] = run.data.metrics[name]
+                trial.robustness_curves[name] = points
+            else:
+                trial.history[name] = points
+    return trial
+
+
 def load_search(client: MlflowClient, experiment: str) -> Search:
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -142,20 +160,8 @@ def load_search(client: MlflowClient, experiment: str) -> Search:
     parent = parents[0]
     runs = client.search_runs([found.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'", max_results=50000,
                               order_by=["attributes.start_time ASC"])
-    trials = []
-    for run in runs:
-        trial = Trial(run_id=run.info.run_id, name=run.info.run_name or run.data.tags.get("trial_id", ""),
-                      trial_id=run.data.tags.get("trial_id", ""), status=run.info.status,
-                      params={k: parse_param(v) for k, v in run.data.params.items()})
-        for name in run.data.metrics:
-            if name.startswith("robustness/"):
-                history = client.get_metric_history(run.info.run_id, name)
-                trial.robustness[name] = run.data.metrics[name]
-                trial.robustness_curves[name] = sorted((m.step, m.value) for m in history)
-            elif name in (parent.data.params.get("metric"),) + CLEAN_METRICS + OCCLUDED_METRICS + CURVE_METRICS:
-                history = client.get_metric_history(run.info.run_id, name)
-                trial.history[name] = sorted((m.step, m.value) for m in history)
-        trials.append(trial)
+    shown = (parent.data.params.get("metric"),) + CLEAN_METRICS + OCCLUDED_METRICS + CURVE_METRICS
+    trials = [trial_from_run(client, run, shown) for run in runs]
     return Search(experiment=experiment, experiment_id=found.experiment_id, parent_run_id=parent.info.run_id,
                   parent_params={k: parse_param(v) for k, v in parent.data.params.items()},
                   parent_metrics=dict(parent.data.metrics), trials=trials)

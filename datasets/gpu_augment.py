@@ -43,9 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from datasets.codec import HeatmapCodec
-from datasets.occlusion import LJA, Crop
-from datasets.topdown import affine_matrix, transform_points
-from datasets.topdown_dataset import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset, flip_matrix
+from datasets.occlusion import LJA
+from datasets.topdown_dataset import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset
 
 log = logging.getLogger(__name__)
 
@@ -102,22 +101,8 @@ def draw_params(dataset: TopDownDataset, index: int, epoch: int | None = None) -
     """Sample `index`'s augmentation as TopDownDataset.views draws it (same generator, same order of draws:
     crop geometry incl. half-body, flip coin, then the occlusion transforms), without touching pixels."""
     check_supported(dataset)
-    record = dataset.records[index]
-    hw = dataset.codec.input_hw
-    rng = np.random.default_rng([dataset.seed, dataset.epoch if epoch is None else epoch, index]) \
-        if dataset.train else None
-    matrix = affine_matrix(dataset.crop_geometry(index, rng), hw)
-    keypoints = record.keypoints
-    flipped = False
-    if rng is not None and dataset.augment.flip_p > 0 and rng.random() < dataset.augment.flip_p:
-        matrix = flip_matrix(hw[1]) @ np.vstack([matrix, [0, 0, 1]])
-        keypoints = keypoints[dataset.skeleton.flip_index]
-        flipped = True
-    x, y, w, h = record.bbox
-    corners = transform_points(np.array([[x, y], [x + w, y], [x, y + h], [x + w, y + h]], np.float64), matrix)
-    body_box = np.concatenate([corners.min(axis=0), corners.max(axis=0)])
-    crop = Crop.of(_placeholder(hw), transform_points(keypoints[:, :2], matrix), keypoints[:, 2].astype(np.int64),
-                   body_box)
+    rng, _, matrix, keypoints, flipped = dataset.sample_geometry(index, epoch)
+    crop = dataset.crop_of(index, _placeholder(dataset.codec.input_hw), matrix, keypoints)
     if rng is not None:
         for transform in dataset.occlusions:
             crop = transform(crop, rng)

@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import albumentations
 import cv2
@@ -168,16 +169,23 @@ class TopDownDataset(torch.utils.data.Dataset):
         views = self.views(index, epoch)
         return None if views is None else views[1]
 
-    def views(self, index: int, epoch: int | None = None) -> tuple[Crop, Crop] | None:
-        """(clean, transformed): the same crop before and after the occlusion transforms and attack."""
+    def sample_geometry(self, index: int, epoch: int | None = None) -> SampleGeometry:
+        """The sample's random stream and its crop: geometry (half-body, scale, rotation), then the flip coin. The
+        stream goes on to the pixel and occlusion transforms, so every path that draws a sample starts here."""
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index]) if self.train else None
         geom = self.crop_geometry(index, rng)
         matrix = affine_matrix(geom, self.codec.input_hw)
         keypoints = self.records.keypoints[index]
-        if rng is not None and self.augment.flip_p > 0 and rng.random() < self.augment.flip_p:
+        flipped = rng is not None and self.augment.flip_p > 0 and rng.random() < self.augment.flip_p
+        if flipped:
             # Flip the crop rather than the image: the same pixels, a fraction of the work.
             matrix = flip_matrix(self.codec.input_hw[1]) @ np.vstack([matrix, [0, 0, 1]])
             keypoints = keypoints[self.skeleton.flip_index]
+        return SampleGeometry(rng, geom, matrix, keypoints, flipped)
+
+    def views(self, index: int, epoch: int | None = None) -> tuple[Crop, Crop] | None:
+        """(clean, transformed): the same crop before and after the occlusion transforms and attack."""
+        rng, geom, matrix, keypoints, _ = self.sample_geometry(index, epoch)
         pixels = self._warped(index, geom, matrix)
         if pixels is None:
             if index not in self.skipped:
@@ -185,7 +193,7 @@ class TopDownDataset(torch.utils.data.Dataset):
                             self.records.ann_id[index])
             self.skipped.add(index)
             return None
-        clean = self._crop_of(index, pixels, matrix, keypoints)
+        clean = self.crop_of(index, pixels, matrix, keypoints)
         if rng is not None and self.augment.photometric_p > 0:
             self._photometric.set_random_state(rng, random.Random(int(rng.integers(2**31))))
             clean = clean.replace(image=self._photometric(image=clean.image)["image"])
@@ -197,15 +205,9 @@ class TopDownDataset(torch.utils.data.Dataset):
             crop = self.attack(crop)
         return clean, crop
 
-    def _plain_crop(self, record: PersonRecord, image: np.ndarray, matrix: np.ndarray, keypoints: np.ndarray) -> Crop:
-        """The warped crop with its keypoints and body box in crop pixels, before any pixel transform (from the
-        whole decoded RGB image)."""
-        body_box = _box_bounds(transform_points(_box_corners(record.bbox), matrix))
-        return Crop.of(warp_image(image, matrix, self.codec.input_hw), transform_points(keypoints[:, :2], matrix),
-                       keypoints[:, 2].astype(np.int64), body_box)
-
-    def _crop_of(self, index: int, pixels: np.ndarray, matrix: np.ndarray, keypoints: np.ndarray) -> Crop:
-        """_plain_crop's Crop from pixels already warped; the labels always follow `matrix` (image -> crop)."""
+    def crop_of(self, index: int, pixels: np.ndarray, matrix: np.ndarray, keypoints: np.ndarray) -> Crop:
+        """The Crop of already warped pixels, before any pixel transform: keypoints and body box in crop pixels
+        (the labels always follow `matrix`, image -> crop)."""
         body_box = _box_bounds(transform_points(_box_corners(self.records.bbox[index]), matrix))
         return Crop.of(pixels, transform_points(keypoints[:, :2], matrix), keypoints[:, 2].astype(np.int64), body_box)
 
@@ -284,7 +286,7 @@ class TopDownDataset(torch.utils.data.Dataset):
             matrix = affine_matrix(geom, self.codec.input_hw)
             pixels = self._warped(index, geom, matrix)
             if pixels is not None:
-                return self._crop_of(index, pixels, matrix, self.records.keypoints[index])
+                return self.crop_of(index, pixels, matrix, self.records.keypoints[index])
         raise RuntimeError("PartMix: ten random donor images in a row were unreadable")
 
     def __getitem__(self, index: int):
@@ -327,6 +329,14 @@ def _normalise(image: np.ndarray) -> torch.Tensor:
     (image - mean) / std, with one uint8 transpose and two in-place passes instead of four float temporaries."""
     chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
     return chw.float().sub_(_MEAN_CHW).div_(_STD_CHW)
+
+
+class SampleGeometry(NamedTuple):
+    rng: np.random.Generator | None  # None for evaluation samples: no augmentation
+    geom: CropGeometry
+    matrix: np.ndarray  # (2, 3) image -> crop, flip included
+    keypoints: np.ndarray  # (K, 3) in image pixels, flip pairs swapped when flipped
+    flipped: bool
 
 
 def flip_matrix(width: int) -> np.ndarray:

@@ -59,26 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def fetch_checkpoint(run_id: str, into: Path) -> Path:
+def fetch_checkpoint(run_id: str, into: Path, client=None) -> Path:
+    """The trial run's best checkpoint directory, downloaded into `into`; ValueError when the run has none (a
+    trial that failed or was killed before the tracker stored it)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    client = client or MlflowClient()
     client.get_run(run_id)  # a clear MLflow error for an unknown run
-    return Path(client.download_artifacts(run_id, "best_checkpoint", str(into)))
+    try:
+        return Path(client.download_artifacts(run_id, "best_checkpoint", str(into)))
+    except (MlflowException, OSError) as err:
+        raise ValueError(f"run {run_id} has no best_checkpoint artifact ({type(err).__name__})") from err
 
 
 def load_trial(checkpoint: Path, args):
     """The trained model, its TrialConfig, and the split to attack."""
-    import torch
-
     from datasets.layouts import resolve
-    from trainables.config import TrialConfig
-    from trainables.worker import CONFIG_FILE, MODEL_FILE, build_model
+    from trainables.worker import load_checkpoint
 
-    for name in (MODEL_FILE, CONFIG_FILE):
-        if not (checkpoint / name).is_file():
-            raise ValueError(f"checkpoint {checkpoint}: no {name} (expected a trial checkpoint directory)")
-    cfg = TrialConfig.from_flat(json.loads((checkpoint / CONFIG_FILE).read_text()))
+    model, cfg = load_checkpoint(checkpoint)
     if args.dataset and args.dataset != cfg.data.dataset:
         if not args.data_root:
             raise ValueError(f"--dataset {args.dataset} needs --data-root")
@@ -88,9 +88,7 @@ def load_trial(checkpoint: Path, args):
                              "data.val_images": str(split.images), "data.val_occ_ann": "",
                              "data.val_gt": str(layout.val_gt or ""), "data.det_file": ""})
         args.split = "val"
-    model = build_model(cfg.replace(**{"model.pretrained": ""}))  # the checkpoint holds every weight
-    model.load_state_dict(torch.load(checkpoint / MODEL_FILE, map_location="cpu"))
-    return model.eval(), cfg
+    return model, cfg
 
 
 def sweep(model, cfg, args) -> dict:

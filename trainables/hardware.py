@@ -31,20 +31,26 @@ def gpu_peak_flops(name: str, bf16: bool) -> float:
     return 0.0
 
 
-def cpu_peak_flops(threads: int | None = None) -> float:
-    """threads x clock x FP32 FLOPs per cycle (2 FMA pipes: 32 with AVX2, 64 with AVX-512); 0 if unreadable."""
+def _cpuinfo(field: str) -> list[str]:
+    """The values of a /proc/cpuinfo field, one per logical CPU ([] where the file is absent)."""
     try:
-        info = Path("/proc/cpuinfo").read_text()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return 0.0
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+        return []
+    return [line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == field]
+
+
+def cpu_peak_flops(threads: int | None = None) -> float:
+    """threads x clock x FP32 FLOPs per cycle (2 FMA pipes: 32 with AVX2, 64 with AVX-512 on Intel); 0 if
+    unreadable."""
+    flags = (_cpuinfo("flags") or [""])[0].split()
     # The nominal maximum where the kernel exposes it; /proc/cpuinfo's "cpu MHz" is often the current clock.
     maximum = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
-    mhz = [int(maximum.read_text()) / 1000] if maximum.exists() else \
-        [float(line.split(":", 1)[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    mhz = [int(maximum.read_text()) / 1000] if maximum.exists() else [float(v) for v in _cpuinfo("cpu MHz")]
     if not mhz:
         return 0.0
-    per_cycle = 64 if "avx512f" in flags and "GenuineIntel" in info else 32 if "fma" in flags else 8
+    intel = "GenuineIntel" in _cpuinfo("vendor_id")
+    per_cycle = 64 if "avx512f" in flags and intel else 32 if "fma" in flags else 8
     return (threads or torch.get_num_threads() or os.cpu_count() or 1) * max(mhz) * 1e6 * per_cycle
 
 
@@ -57,6 +63,4 @@ def peak_flops(device: torch.device, amp: bool) -> float:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    return f"CPU {model} x {torch.get_num_threads()} threads".strip()
+    return f"CPU {(_cpuinfo('model name') or [''])[0]} x {torch.get_num_threads()} threads"

@@ -128,6 +128,18 @@ def build_model(cfg: TrialConfig):
     return OASNet(model) if cfg.oasnet.enabled else model
 
 
+def load_checkpoint(checkpoint: Path):
+    """(model in eval mode on the CPU, its TrialConfig) from a trial checkpoint directory (model.pt +
+    trial_config.json, what every trial saves)."""
+    for name in (MODEL_FILE, CONFIG_FILE):
+        if not (checkpoint / name).is_file():
+            raise ValueError(f"checkpoint {checkpoint}: no {name} (expected a trial checkpoint directory)")
+    cfg = TrialConfig.from_flat(json.loads((checkpoint / CONFIG_FILE).read_text()))
+    model = build_model(cfg.replace(**{"model.pretrained": ""}))  # the checkpoint holds every weight
+    model.load_state_dict(torch.load(checkpoint / MODEL_FILE, map_location="cpu"))
+    return model.eval(), cfg
+
+
 def build_loss(cfg: TrialConfig, skeleton, model):
     """compute_loss(model, batch, progress) for train_one_epoch."""
     if cfg.oasnet.enabled:
