@@ -130,19 +130,63 @@ def remove_labels(crop: Crop, joints: np.ndarray) -> np.ndarray:
     return weight
 
 
-@dataclass(frozen=True)
-class LJAParams:
-    """Limb joint augmentation (LJA): the paper's point is quantity 0.15, size 0.20, p = 1."""
+@dataclass
+class LJAConfig:
+    """Limb joint augmentation (LJA): the TrialConfig section `lja` and the parameters LJA takes.
+
+    The defaults are the LJA paper's point (quantity 0.15, size 0.20, p = 1) and this is the one place it is written.
+    quantity_ratio: share of the visible limb joints covered; size_ratio: block side as a share of the body box's
+    width and height; p: probability a sample is augmented at all. Ranges are checked by `validate()`.
+    """
 
     quantity_ratio: float = 0.15
     size_ratio: float = 0.20
     p: float = 1.0
+    enabled: bool = True
 
     def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "LJAConfig":
         for name in ("quantity_ratio", "size_ratio", "p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"lja.{name} must be in [0, 1], got {value}")
+        return self
+
+
+def paper_point() -> dict[str, float]:
+    """The LJA paper's point as flat TrialConfig keys (`lja.quantity_ratio`, ...), from LJAConfig's defaults."""
+    default = LJAConfig()
+    return {f"lja.{name}": getattr(default, name) for name in ("quantity_ratio", "size_ratio", "p")}
+
+
+@dataclass
+class OcclusionConfig:
+    """The TrialConfig section `occ`: occlusion augmentations besides LJA, i.e. RandomOccluders (p_occ) and one of
+    the targeted augmentations (datasets/targeted.py). Ranges are checked by `validate()`."""
+
+    p_occ: float = 0.0  # share of training samples given random occluders
+    occluder_count_max: int = 3
+    occluder_area_min: float = 0.02  # fraction of the body box, per occluder
+    occluder_area_max: float = 0.15
+    targeted: str = "none"  # none, keypoint-blur, keypoint-cutout, multi-keypoint, part-cutout, part-blur, partmix
+    targeted_p: float = 0.5
+    label_removal: bool = False  # covered joints' target weight -> 0
+
+    def validate(self) -> "OcclusionConfig":
+        from datasets.targeted import TARGETED  # targeted.py builds on this module
+
+        if not 0.0 <= self.p_occ <= 1.0 or not 0.0 <= self.targeted_p <= 1.0:
+            raise ValueError(f"occ.p_occ and occ.targeted_p must be in [0, 1], got {self.p_occ}, {self.targeted_p}")
+        if self.occluder_count_max < 1:
+            raise ValueError(f"occ.occluder_count_max must be >= 1, got {self.occluder_count_max}")
+        if not 0.0 < self.occluder_area_min <= self.occluder_area_max <= 1.0:
+            raise ValueError(f"occ.occluder_area_min/max must satisfy 0 < min <= max <= 1, got "
+                             f"{self.occluder_area_min}, {self.occluder_area_max}")
+        if self.targeted not in ("none",) + TARGETED:
+            raise ValueError(f"occ.targeted must be 'none' or one of {TARGETED}, got {self.targeted!r}")
+        return self
 
 
 @dataclass
@@ -164,7 +208,7 @@ def limb_joint_augmentation(
     visibility: np.ndarray,
     body_box: np.ndarray,
     limb_joints,
-    params: LJAParams,
+    params: LJAConfig,
     rng: np.random.Generator,
 ) -> OcclusionResult:
     """Cover n = ceil(quantity_ratio * #visible limb joints) of them with blocks of size_ratio x body box.
@@ -196,7 +240,7 @@ def limb_joint_augmentation(
 class LJA:
     """LJA as a Crop transform over a skeleton's limb joints."""
 
-    params: LJAParams
+    params: LJAConfig
     limb_joints: tuple[int, ...]
 
     def __call__(self, crop: Crop, rng: np.random.Generator) -> Crop:

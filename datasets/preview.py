@@ -30,7 +30,7 @@ from datasets.annotations import load_records  # noqa: E402
 from datasets.attacks import ATTACKS, make_attack  # noqa: E402
 from datasets.codec import HeatmapCodec  # noqa: E402
 from datasets.layouts import DATASETS, resolve  # noqa: E402
-from datasets.occlusion import LJA, LJAParams, RandomOccluders, visible_limb_joints  # noqa: E402
+from datasets.occlusion import LJA, LJAConfig, RandomOccluders, visible_limb_joints  # noqa: E402
 from datasets.skeletons import get_skeleton  # noqa: E402
 from datasets.targeted import TARGETED, targeted_augmentation  # noqa: E402
 from datasets.topdown_dataset import Augment, TopDownDataset  # noqa: E402
@@ -85,7 +85,7 @@ def make_transform(args, skeleton):
     if args.attack:
         return make_attack(args.attack, skeleton, radius=args.radius, part=args.part)
     if args.aug == "lja":
-        return LJA(LJAParams(args.quantity_ratio, args.size_ratio, args.p), tuple(skeleton.limb_joints))
+        return LJA(LJAConfig(args.quantity_ratio, args.size_ratio, args.p), tuple(skeleton.limb_joints))
     if args.aug == "occluders":
         return RandomOccluders(args.p, tuple(args.count), tuple(args.area), tuple(args.shapes.split(",")))
     parts = tuple(p for p in args.parts.split(",") if p)

@@ -23,7 +23,7 @@ import torch
 
 from datasets.annotations import PersonRecord, RecordTable
 from datasets.codec import HeatmapCodec
-from datasets.occlusion import LJA, Crop, LJAParams, covered_by_occlusions
+from datasets.occlusion import LJA, Crop, LJAConfig, covered_by_occlusions
 from datasets.targeted import PartOcclusion
 from datasets.skeletons import Skeleton
 from datasets.topdown import CropGeometry, affine_matrix, box_to_crop, transform_points, warp_image
@@ -80,7 +80,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         codec: HeatmapCodec,
         train: bool,
         augment: Augment = Augment(),
-        lja: LJAParams | None = None,
+        lja: LJAConfig | None = None,
         seed: int = 0,
         padding: float = 1.25,
         occlusions: Sequence = (),

@@ -25,7 +25,7 @@ import torch
 from datasets import gpu_augment as gpu
 from datasets.annotations import PersonRecord, load_records
 from datasets.codec import HeatmapCodec
-from datasets.occlusion import LJAParams, RandomOccluders
+from datasets.occlusion import LJAConfig, RandomOccluders
 from datasets.skeletons import COCO17
 from datasets.topdown_dataset import IMAGENET_MEAN, IMAGENET_STD, Augment, TopDownDataset, collate_skip_none
 
@@ -35,7 +35,7 @@ MAX_GREY = 1 if CV2_FLOAT_WARP else 6
 MEAN_GREY = 0.01 if CV2_FLOAT_WARP else 0.5
 HEATMAP_ATOL = 1e-6
 AUGMENT = Augment(scale_factor=0.35, rotation=45.0, rotation_p=1.0, flip_p=0.5, half_body_p=0.3)
-LJA = LJAParams(quantity_ratio=0.3, size_ratio=0.2, p=1.0)
+LJA = LJAConfig(quantity_ratio=0.3, size_ratio=0.2, p=1.0)
 
 
 def cpu_dataset(records, **kwargs) -> TopDownDataset:

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from datasets.occlusion import LJAParams, limb_joint_augmentation, visible_limb_joints
+from datasets.occlusion import LJAConfig, limb_joint_augmentation, visible_limb_joints
 from datasets.skeletons import COCO17
 
 
@@ -21,7 +21,7 @@ def test_lja_count_is_ceil_of_ratio_times_visible_limb_joints(quantity):
     image, kpts, vis, box = person()
     vis[[5, 9, 14]] = 1  # three limb joints hidden: 9 visible limb joints remain
     vis[0] = 2
-    result = limb_joint_augmentation(image, kpts, vis, box, COCO17.limb_joints, LJAParams(quantity, 0.2, 1.0),
+    result = limb_joint_augmentation(image, kpts, vis, box, COCO17.limb_joints, LJAConfig(quantity, 0.2, 1.0),
                                      np.random.default_rng(1))
     assert len(result.occlusions) == math.ceil(quantity * 9)
     joints = [o.joint for o in result.occlusions]
@@ -31,7 +31,7 @@ def test_lja_count_is_ceil_of_ratio_times_visible_limb_joints(quantity):
 
 def test_lja_block_geometry_and_fill():
     image, kpts, vis, box = person()
-    params = LJAParams(quantity_ratio=0.15, size_ratio=0.2, p=1.0)
+    params = LJAConfig(quantity_ratio=0.15, size_ratio=0.2, p=1.0)
     result = limb_joint_augmentation(image, kpts, vis, box, COCO17.limb_joints, params, np.random.default_rng(3))
     bw, bh = 0.2 * (box[2] - box[0]), 0.2 * (box[3] - box[1])
     for occ in result.occlusions:
@@ -56,7 +56,7 @@ def test_lja_block_geometry_and_fill():
 def test_lja_does_not_mutate_inputs_and_is_deterministic():
     image, kpts, vis, box = person()
     before = (image.copy(), kpts.copy(), vis.copy(), box.copy())
-    params = LJAParams(0.3, 0.25, 1.0)
+    params = LJAConfig(0.3, 0.25, 1.0)
     a = limb_joint_augmentation(image, kpts, vis, box, COCO17.limb_joints, params, np.random.default_rng(9))
     b = limb_joint_augmentation(image, kpts, vis, box, COCO17.limb_joints, params, np.random.default_rng(9))
     for x, y in zip(before, (image, kpts, vis, box)):
@@ -69,7 +69,7 @@ def test_lja_probability_over_many_draws():
     image, kpts, vis, box = person()
     rng = np.random.default_rng(0)
     applied = sum(
-        bool(limb_joint_augmentation(image, kpts, vis, box, COCO17.limb_joints, LJAParams(0.15, 0.2, 0.3),
+        bool(limb_joint_augmentation(image, kpts, vis, box, COCO17.limb_joints, LJAConfig(0.15, 0.2, 0.3),
                                      rng).occlusions)
         for _ in range(2000)
     )
@@ -86,4 +86,4 @@ def test_lja_only_picks_visible_limb_joints_inside_the_crop():
 
 def test_lja_rejects_ratios_outside_unit_interval():
     with pytest.raises(ValueError, match="lja.size_ratio"):
-        LJAParams(0.1, 1.5, 1.0)
+        LJAConfig(0.1, 1.5, 1.0)

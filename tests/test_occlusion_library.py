@@ -7,7 +7,7 @@ import pytest
 from datasets.attacks import ATTACKS, KeypointAttack, PartAttack, make_attack
 from datasets.annotations import load_records
 from datasets.codec import HeatmapCodec
-from datasets.occlusion import LJA, Crop, LJAParams, RandomOccluders, image_mean
+from datasets.occlusion import LJA, Crop, LJAConfig, RandomOccluders, image_mean
 from datasets.skeletons import COCO17
 from datasets.targeted import TARGETED, KeypointOcclusion, PartOcclusion, part_box, targeted_augmentation
 from datasets.topdown_dataset import TopDownDataset
@@ -31,7 +31,7 @@ def donor_of(crops):
 
 def every_transform(crops):
     yield RandomOccluders(p=1.0)
-    yield LJA(LJAParams(0.3, 0.2, 1.0), COCO17.limb_joints)
+    yield LJA(LJAConfig(0.3, 0.2, 1.0), COCO17.limb_joints)
     for name in TARGETED:
         yield targeted_augmentation(name, COCO17, p=1.0, label_removal=True, donor=donor_of(crops))
     for name in ATTACKS:

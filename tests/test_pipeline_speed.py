@@ -11,7 +11,7 @@ import torch
 
 from datasets.annotations import PersonRecord, RecordTable, load_detections, load_records
 from datasets.codec import HeatmapCodec
-from datasets.occlusion import LJAParams, RandomOccluders
+from datasets.occlusion import LJAConfig, RandomOccluders
 from datasets.scoring import Predictions
 from datasets.skeletons import COCO17, MPII16
 from datasets.topdown import affine_matrix, warp_image
@@ -54,7 +54,7 @@ def test_fast_path_gives_the_full_decode_crops_labels_and_heatmaps(coco, train):
     decoded pixels: labels, heatmaps, target weights and occlusions are identical, and a pixel differs by at most
     one grey level, in under 0.1 % of pixels — OpenCV computes bilinear source coordinates in float32, so warping a
     sub-region (smaller coordinates) rounds a rare weight differently."""
-    fast, plain = pair(coco, train=train, augment=WILD, lja=LJAParams(), seed=7)
+    fast, plain = pair(coco, train=train, augment=WILD, lja=LJAConfig(), seed=7)
     for epoch in range(4):
         fast.set_epoch(epoch)
         plain.set_epoch(epoch)
@@ -106,7 +106,7 @@ def test_reduced_decode_is_close_and_leaves_the_labels_alone(mpii):
 
 def test_samples_do_not_depend_on_the_cache(coco):
     """A sample is a pure function of (seed, epoch, index): the same with a cold, warm, tiny or no cache."""
-    kwargs = dict(train=True, augment=WILD, lja=LJAParams(), occlusions=(RandomOccluders(p=0.5),), seed=3)
+    kwargs = dict(train=True, augment=WILD, lja=LJAConfig(), occlusions=(RandomOccluders(p=0.5),), seed=3)
     warm = TopDownDataset(coco, COCO17, CODEC, **kwargs)
     tiny = TopDownDataset(coco, COCO17, CODEC, cache_mb=1.5, **kwargs)  # about one image: constant eviction
     none = TopDownDataset(coco, COCO17, CODEC, cache_mb=0, **kwargs)

@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from datasets.occlusion import LJAConfig, OcclusionConfig
+
 
 @dataclass
 class DataConfig:
@@ -41,27 +43,6 @@ class ModelConfig:
     name: str = "simplebaseline_r18"  # any of trainables.models.list_models()
     deconv_channels: int = 128  # SimpleBaseline's deconvolution width (the paper: 256)
     pretrained: str = ""  # "" none; a local backbone state-dict file (ImageNet weights need no internet then)
-
-
-@dataclass
-class LJAConfig:
-    enabled: bool = True
-    quantity_ratio: float = 0.15
-    size_ratio: float = 0.20
-    p: float = 1.0
-
-
-@dataclass
-class OcclusionConfig:
-    """Occlusion augmentations besides LJA (datasets/occlusion.py, datasets/targeted.py)."""
-
-    p_occ: float = 0.0  # share of training samples given random occluders
-    occluder_count_max: int = 3
-    occluder_area_min: float = 0.02  # fraction of the body box, per occluder
-    occluder_area_max: float = 0.15
-    targeted: str = "none"  # none, keypoint-blur, keypoint-cutout, multi-keypoint, part-cutout, part-blur, partmix
-    targeted_p: float = 0.5
-    label_removal: bool = False  # covered joints' target weight -> 0
 
 
 @dataclass
@@ -165,10 +146,8 @@ class TrialConfig:
         for name in ("flip_p", "half_body_p", "photometric_p", "rotation_p"):
             if not 0.0 <= getattr(self.data, name) <= 1.0:
                 raise ValueError(f"data.{name} must be a probability in [0, 1], got {getattr(self.data, name)}")
-        from datasets.targeted import TARGETED
-
-        if self.occ.targeted not in ("none",) + TARGETED:
-            raise ValueError(f"occ.targeted must be 'none' or one of {TARGETED}, got {self.occ.targeted!r}")
+        self.lja.validate()
+        self.occ.validate()
         from trainables.losses import MIMIC_LOSSES
 
         if self.oasnet.mimic not in MIMIC_LOSSES:

@@ -20,7 +20,7 @@ from datasets.codec import HeatmapCodec
 from datasets.layouts import get_dataset
 from datasets.metrics import load_coco
 from datasets.mpii_eval import load_mpii_gt
-from datasets.occlusion import LJAParams, RandomOccluders
+from datasets.occlusion import RandomOccluders
 from datasets.scoring import CocoScorer, MpiiScorer
 from datasets.skeletons import Skeleton, get_skeleton
 from datasets.targeted import targeted_augmentation
@@ -204,7 +204,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
     train_records = load_records(data.train_ann, data.train_images, skeleton)
     if data.max_train_samples:
         train_records = train_records[: data.max_train_samples]
-    lja = LJAParams(cfg.lja.quantity_ratio, cfg.lja.size_ratio, cfg.lja.p) if cfg.lja.enabled else None
+    lja = cfg.lja if cfg.lja.enabled else None
     augment = Augment(data.scale_factor, data.rotation, data.rotation_p, flip_p=data.flip_p,
                       half_body_p=data.half_body_p, photometric_p=data.photometric_p)
     train_set = TopDownDataset(train_records, skeleton, codec, train=True, augment=augment, lja=lja,

@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 from datasets.annotations import PersonRecord, load_records  # noqa: E402
 from datasets.codec import HeatmapCodec  # noqa: E402
-from datasets.occlusion import LJAParams  # noqa: E402
+from datasets.occlusion import LJAConfig  # noqa: E402
 from datasets.skeletons import COCO17  # noqa: E402
 from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none  # noqa: E402
 
@@ -125,7 +125,7 @@ def children() -> list[int]:
 
 def run_layout(layout: str, args, tmp: Path) -> dict:
     records, data = replicated_records(args.records, args.images, tmp / layout)
-    kwargs = dict(skeleton=COCO17, codec=HeatmapCodec((256, 192)), train=True, augment=Augment(), lja=LJAParams(),
+    kwargs = dict(skeleton=COCO17, codec=HeatmapCodec((256, 192)), train=True, augment=Augment(), lja=LJAConfig(),
                   cache_mb=args.cache_mb)
     if layout == "list":
         dataset = ListLayoutDataset(records, **kwargs)

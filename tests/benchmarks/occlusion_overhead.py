@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from datasets.annotations import load_records  # noqa: E402
 from datasets.codec import HeatmapCodec  # noqa: E402
-from datasets.occlusion import LJAParams, RandomOccluders  # noqa: E402
+from datasets.occlusion import LJAConfig, RandomOccluders  # noqa: E402
 from datasets.skeletons import COCO17  # noqa: E402
 from datasets.targeted import TARGETED, targeted_augmentation  # noqa: E402
 from datasets.topdown_dataset import Augment, TopDownDataset  # noqa: E402
@@ -39,7 +39,7 @@ def variants(records, codec):
         return TopDownDataset(records, COCO17, codec, train=True, augment=Augment(), **kwargs)
 
     yield "none", make()
-    yield "lja", make(lja=LJAParams(0.15, 0.20, 1.0))
+    yield "lja", make(lja=LJAConfig(0.15, 0.20, 1.0))
     yield "occluders", make(occlusions=(RandomOccluders(p=1.0),))
     for name in TARGETED:
         yield name, make(occlusions=(targeted_augmentation(name, COCO17, p=1.0),))

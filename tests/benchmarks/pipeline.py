@@ -46,13 +46,13 @@ import torchvision.transforms as T  # noqa: E402
 
 from datasets.annotations import load_records  # noqa: E402
 from datasets.codec import HeatmapCodec  # noqa: E402
-from datasets.occlusion import LJAParams  # noqa: E402
+from datasets.occlusion import LJAConfig  # noqa: E402
 from datasets.skeletons import COCO17, MPII16  # noqa: E402
 from datasets.topdown import affine_matrix, transform_points  # noqa: E402
 from datasets.topdown_dataset import Augment, TopDownDataset, _normalise  # noqa: E402
 
 AUGMENT = Augment()  # HRNet's scale 0.25 (here), rotation 30 with p 0.6, flip 0.5
-LJA_PARAMS = LJAParams(0.15, 0.20, 1.0)
+LJA_PARAMS = LJAConfig(0.15, 0.20, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
