@@ -1,27 +1,23 @@
 """Person records from the annotation formats users bring: COCO-style json (COCO, OCHuman, CrowdPose, the synthetic
 set), the HRNet/MMPose MPII json, and detector boxes in the COCO results format.
 
-Every record is validated on load: a malformed annotation stops the run with an AnnotationError naming the file,
-the annotation id and the field, because silently training on a broken label is worse than not starting.
+Every record is validated on load by `datasets/validation.py`: a malformed annotation stops the run with an
+AnnotationError naming the file, the annotation id and the field.
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from datasets import validation
 from datasets.skeletons import Skeleton
+from datasets.validation import AnnotationError, read_json  # noqa: F401  (re-exported: callers catch it here)
 
 # HRNet's MPII convention: `scale` is the person height / 200 px, and the centre sits 15 px (x scale) too high.
 MPII_SCALE_PX = 200.0
 MPII_CENTER_SHIFT = 15.0
-
-
-class AnnotationError(ValueError):
-    """A malformed annotation file; the message names the file, the annotation and the field."""
 
 
 @dataclass(frozen=True)
@@ -35,46 +31,23 @@ class PersonRecord:
     score: float = 1.0  # the detector's box score; 1 for ground-truth boxes
 
 
-def read_json(path: Path, what: str):
-    path = Path(path)
-    if not path.is_file():
-        raise AnnotationError(f"{what} {path}: no such file")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AnnotationError(f"{what} {path}: not valid JSON ({err})") from None
-
-
 def load_records(ann_file, image_dir, skeleton: Skeleton, head_boxes: np.ndarray | None = None) -> list[PersonRecord]:
     """Records of every annotated person, in file order: COCO json (a dict) or the MPII json (a list)."""
     data = read_json(ann_file, "annotation file")
+    validation.check_annotation_data(data, ann_file)
     if isinstance(data, list):
         return load_mpii_records(data, Path(ann_file), Path(image_dir), skeleton, head_boxes)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("annotations"), list):
-        raise AnnotationError(f"annotation file {ann_file}: neither COCO format (an object with 'images' and "
-                              "'annotations') nor the MPII json (a list of persons)")
     return load_coco_records(data, Path(ann_file), Path(image_dir), skeleton)
 
 
 def load_coco_records(data: dict, ann_file: Path, image_dir: Path, skeleton: Skeleton) -> list[PersonRecord]:
     files = {}
     for i, image in enumerate(data["images"]):
-        if "id" not in image or "file_name" not in image:
-            raise AnnotationError(f"{ann_file}: image {i} needs fields 'id' and 'file_name'")
+        validation.check_coco_image(image, i, ann_file)
         files[image["id"]] = image_dir / image["file_name"]
     records = []
     for i, ann in enumerate(data["annotations"]):
-        ann_id = ann.get("id", f"#{i}")
-        for field in ("image_id", "bbox", "keypoints"):
-            if field not in ann:
-                raise AnnotationError(f"{ann_file}: annotation {ann_id}: field {field!r} missing")
-        if ann["image_id"] not in files:
-            raise AnnotationError(f"{ann_file}: annotation {ann_id}: field 'image_id' {ann['image_id']!r} is not "
-                                  "an image of the file")
-        keypoints = _keypoints(ann["keypoints"], skeleton, ann_file, ann_id)
-        bbox = _box(ann["bbox"], ann_file, ann_id, "bbox")
-        head_box = _box(ann["head_box"], ann_file, ann_id, "head_box", xywh=False) if "head_box" in ann else None
+        keypoints, bbox, head_box = validation.check_coco_annotation(ann, i, ann_file, files, skeleton)
         if ann.get("iscrowd", 0) or not (keypoints[:, 2] > 0).any():
             continue  # crowd regions and persons without a labelled joint carry no training signal
         records.append(PersonRecord(ann_id=ann["id"], image_id=ann["image_id"], file=files[ann["image_id"]],
@@ -91,28 +64,11 @@ def load_mpii_records(data: list, ann_file: Path, image_dir: Path, skeleton: Ske
     labelled joint is v=2 unless the record carries `joints_visible` (the official `is_visible`), then v=1 where 0.
     `head_boxes` (N, 4) x0 y0 x1 y1, in file order, come from the ground-truth .mat (`headboxes_src`).
     """
-    if head_boxes is not None and len(head_boxes) != len(data):
-        raise AnnotationError(f"{ann_file}: {len(data)} persons but the head-box file holds {len(head_boxes)}")
+    validation.check_mpii_head_boxes(len(data), head_boxes, ann_file)
     image_ids: dict[str, int] = {}
     records = []
     for i, person in enumerate(data):
-        for field in ("image", "center", "scale", "joints", "joints_vis"):
-            if not isinstance(person, dict) or field not in person:
-                raise AnnotationError(f"{ann_file}: person {i}: field {field!r} missing")
-        joints = np.asarray(person["joints"], dtype=np.float64)
-        labelled = np.asarray(person["joints_vis"], dtype=np.float64)
-        if joints.shape != (skeleton.num_keypoints, 2) or labelled.shape != (skeleton.num_keypoints,):
-            raise AnnotationError(f"{ann_file}: person {i}: field 'joints' has shape {joints.shape} and "
-                                  f"'joints_vis' {labelled.shape}, expected ({skeleton.num_keypoints}, 2) and "
-                                  f"({skeleton.num_keypoints},)")
-        if not np.isfinite(joints).all():
-            raise AnnotationError(f"{ann_file}: person {i}: field 'joints' holds a non-finite value")
-        center = np.asarray(person["center"], dtype=np.float64)
-        scale = float(person["scale"])
-        if center.shape != (2,) or not np.isfinite(center).all():
-            raise AnnotationError(f"{ann_file}: person {i}: field 'center' is not two finite numbers")
-        if not math.isfinite(scale) or scale <= 0:
-            raise AnnotationError(f"{ann_file}: person {i}: field 'scale' must be a positive number, got {scale}")
+        joints, labelled, center, scale = validation.check_mpii_person(person, i, ann_file, skeleton)
         visibility = np.where(labelled > 0, 2, 0)
         if "joints_visible" in person:
             visibility = np.where((labelled > 0) & (np.asarray(person["joints_visible"]) == 0), 1, visibility)
@@ -133,56 +89,18 @@ def load_detections(det_file, image_dir, image_files: dict, skeleton: Skeleton,
     """Person boxes from a detector in the COCO results format ({image_id, category_id, bbox, score}) as records
     without keypoint labels; `image_files` maps the ground truth's image ids to file names."""
     dets = read_json(det_file, "--det-file")
-    if not isinstance(dets, list):
-        raise AnnotationError(f"--det-file {det_file}: expected a COCO results list, got {type(dets).__name__}")
+    validation.check_detections(dets, det_file)
     records = []
     for i, det in enumerate(dets):
-        for field in ("image_id", "bbox", "score"):
-            if not isinstance(det, dict) or field not in det:
-                raise AnnotationError(f"--det-file {det_file}: entry {i}: field {field!r} missing")
+        validation.check_detection_fields(det, i, det_file)
         if det.get("category_id", 1) != 1 or det["score"] < min_score:
             continue
-        if det["image_id"] not in image_files:
-            raise AnnotationError(f"--det-file {det_file}: entry {i}: field 'image_id' {det['image_id']!r} is not "
-                                  "an image of the ground truth")
+        bbox = validation.check_detection(det, i, det_file, image_files)
         records.append(PersonRecord(
-            ann_id=i, image_id=det["image_id"], file=Path(image_dir) / image_files[det["image_id"]],
-            bbox=_box(det["bbox"], det_file, i, "bbox"),
+            ann_id=i, image_id=det["image_id"], file=Path(image_dir) / image_files[det["image_id"]], bbox=bbox,
             keypoints=np.zeros((skeleton.num_keypoints, 3), np.float32), score=float(det["score"]),
         ))
     return records
-
-
-def _keypoints(values, skeleton: Skeleton, ann_file: Path, ann_id) -> np.ndarray:
-    expected = 3 * skeleton.num_keypoints
-    if not isinstance(values, list) or len(values) != expected:
-        size = len(values) if isinstance(values, list) else type(values).__name__
-        raise AnnotationError(f"{ann_file}: annotation {ann_id}: field 'keypoints' has {size} values, expected "
-                              f"{expected} (x, y, v for the {skeleton.num_keypoints} {skeleton.name} keypoints)")
-    try:
-        kpts = np.asarray(values, dtype=np.float32).reshape(-1, 3)
-    except (TypeError, ValueError):
-        raise AnnotationError(f"{ann_file}: annotation {ann_id}: field 'keypoints' is not numeric") from None
-    if not np.isfinite(kpts).all():
-        raise AnnotationError(f"{ann_file}: annotation {ann_id}: field 'keypoints' holds NaN or infinity")
-    if not np.isin(kpts[:, 2], (0, 1, 2)).all():
-        raise AnnotationError(f"{ann_file}: annotation {ann_id}: field 'keypoints' has visibility flags "
-                              f"{sorted(set(kpts[:, 2].tolist()))}, expected 0, 1 or 2")
-    return kpts
-
-
-def _box(values, source, ann_id, field: str, xywh: bool = True) -> tuple[float, float, float, float]:
-    try:
-        box = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        box = ()
-    if len(box) != 4 or not all(math.isfinite(v) for v in box):
-        raise AnnotationError(f"{source}: annotation {ann_id}: field {field!r} is not four finite numbers: {values}")
-    extent = box[2:] if xywh else (box[2] - box[0], box[3] - box[1])
-    if min(extent) <= 0:
-        raise AnnotationError(f"{source}: annotation {ann_id}: field {field!r} has a negative or zero width/height: "
-                              f"{values}")
-    return box
 
 
 class RecordTable:

@@ -8,12 +8,16 @@ and HRNet expect them), resolved to the annotation and image paths a trial needs
     mpii/       annotations/mpii_{train,val}.json  annotations/mpii_gt_val.mat    images/
 
 Splits a trial evaluates: `val` (the clean benchmark split) and, where the dataset has one, `val_occ` (an occluded
-split: the synthetic set's heavy-occlusion images; OCHuman for ochuman, with COCO val2017 as `val`).
+split: the synthetic set's heavy-occlusion images; OCHuman for ochuman, with COCO val2017 as `val`). Each
+dataset's layout in words, as error messages show it, is `datasets.meta.get(name).layout`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from datasets import meta
+from datasets.meta import DatasetMeta
 
 
 @dataclass(frozen=True)
@@ -23,76 +27,51 @@ class SplitFiles:
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    skeleton: str
-    protocol: str  # how predictions are scored: "coco" (OKS AP), "crowdpose", "mpii" (PCKh)
-    input_hw: tuple[int, int]
-    default_metric: str  # what a search maximises on this dataset by default
-
-    @property
-    def has_occluded_split(self) -> bool:
-        return self.name in ("synthetic", "ochuman")
-
-
-DATASETS = {
-    "synthetic": DatasetInfo("synthetic", "coco", "coco", (96, 64), "val_occ/AP"),
-    "coco": DatasetInfo("coco", "coco", "coco", (256, 192), "val/O/AP"),
-    "crowdpose": DatasetInfo("crowdpose", "crowdpose", "crowdpose", (256, 192), "val/O/AP"),
-    "ochuman": DatasetInfo("ochuman", "coco", "coco", (256, 192), "val_occ/AP"),
-    "mpii": DatasetInfo("mpii", "mpii", "mpii", (256, 256), "val/PCKh_0.5"),
-}
-
-
-@dataclass(frozen=True)
 class ResolvedLayout:
-    info: DatasetInfo
+    meta: DatasetMeta
     train: SplitFiles
     val: SplitFiles
     val_occ: SplitFiles | None = None
     val_gt: Path | None = None  # MPII: the mpii_gt_val.mat ground truth (head boxes, the reference positions)
+
+    @property
+    def info(self) -> DatasetMeta:  # shim until the merge: other branches still read `layout.info`
+        return self.meta
 
 
 class LayoutError(ValueError):
     """A --data-root that does not hold the expected files; names what is missing and the layout expected."""
 
 
-def get_dataset(name: str) -> DatasetInfo:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}") from None
-
-
 def resolve(name: str, data_root, train_root=None) -> ResolvedLayout:
     """The files of a real dataset under `data_root` (see the module docstring), checked to exist."""
-    info = get_dataset(name)
+    dataset = meta.get(name)
     root = Path(data_root).expanduser().resolve()
     if name == "synthetic":
         raise LayoutError("the synthetic dataset is generated, not found under --data-root")
     if not root.is_dir():
-        raise LayoutError(f"--data-root {root}: no such directory (expected the {name} layout: {_LAYOUT_HELP[name]})")
+        raise LayoutError(f"--data-root {root}: no such directory (expected the {name} layout: {dataset.layout})")
     if name == "coco":
-        layout = _coco(info, root)
+        layout = _coco(dataset, root)
     elif name == "crowdpose":
         split = lambda s: SplitFiles(root / "annotations" / f"crowdpose_{s}.json", root / "images")  # noqa: E731
-        layout = ResolvedLayout(info, train=split("trainval"), val=split("test"))
+        layout = ResolvedLayout(dataset, train=split("trainval"), val=split("test"))
     elif name == "ochuman":
         coco_root = Path(train_root).expanduser().resolve() if train_root else root.parent / "coco"
-        coco = _coco(info, coco_root)
+        coco = _coco(dataset, coco_root)
         occ = SplitFiles(root / "annotations" / "ochuman_coco_format_val_range_0.00_1.00.json", root / "images")
-        layout = ResolvedLayout(info, train=coco.train, val=coco.val, val_occ=occ)
+        layout = ResolvedLayout(dataset, train=coco.train, val=coco.val, val_occ=occ)
     else:  # mpii
         ann = root / "annotations"
-        layout = ResolvedLayout(info, train=SplitFiles(ann / "mpii_train.json", root / "images"),
+        layout = ResolvedLayout(dataset, train=SplitFiles(ann / "mpii_train.json", root / "images"),
                                 val=SplitFiles(ann / "mpii_val.json", root / "images"), val_gt=ann / "mpii_gt_val.mat")
     _check(layout, name)
     return layout
 
 
-def _coco(info: DatasetInfo, root: Path) -> ResolvedLayout:
+def _coco(dataset: DatasetMeta, root: Path) -> ResolvedLayout:
     ann = root / "annotations"
-    return ResolvedLayout(info, train=SplitFiles(ann / "person_keypoints_train2017.json", root / "train2017"),
+    return ResolvedLayout(dataset, train=SplitFiles(ann / "person_keypoints_train2017.json", root / "train2017"),
                           val=SplitFiles(ann / "person_keypoints_val2017.json", root / "val2017"))
 
 
@@ -103,13 +82,5 @@ def _check(layout: ResolvedLayout, name: str) -> None:
     if layout.val_gt is not None and not layout.val_gt.is_file():
         missing.append(str(layout.val_gt))
     if missing:
-        raise LayoutError(f"{name}: missing {', '.join(missing)} (expected layout: {_LAYOUT_HELP[name]})")
+        raise LayoutError(f"{name}: missing {', '.join(missing)} (expected layout: {layout.meta.layout})")
 
-
-_LAYOUT_HELP = {
-    "coco": "annotations/person_keypoints_{train2017,val2017}.json, train2017/, val2017/",
-    "crowdpose": "annotations/crowdpose_{trainval,test}.json, images/",
-    "ochuman": "annotations/ochuman_coco_format_val_range_0.00_1.00.json, images/; and COCO under --train-root "
-               "(default <data-root>/../coco)",
-    "mpii": "annotations/mpii_{train,val}.json, annotations/mpii_gt_val.mat, images/",
-}

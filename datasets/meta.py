@@ -16,6 +16,7 @@ from datasets.skeletons import COCO17, CROWDPOSE14, MPII16, Skeleton
 PROTOCOLS = ("coco", "crowdpose", "mpii")  # how predictions are scored: OKS AP, CrowdPose's OKS AP, MPII PCKh
 SPLITS = ("val", "val_occ")  # the evaluation splits a trial reports
 VISIBILITY_SPLITS = ("O", "NO")  # occluded (v = 1) and visible (v = 2) ground-truth joints only
+AP_KEY, PCKH_KEY = "AP", "PCKh_0.5"  # the main metric: OKS AP (COCO, CrowdPose protocols), PCKh@0.5 (MPII)
 
 
 def metric_name(split: str, key: str, visibility: str = "") -> str:
@@ -59,7 +60,7 @@ class DatasetMeta:
 
     @property
     def main_key(self) -> str:
-        return "PCKh_0.5" if self.protocol == "mpii" else "AP"
+        return PCKH_KEY if self.protocol == "mpii" else AP_KEY
 
     @property
     def splits(self) -> tuple[str, ...]:

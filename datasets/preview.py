@@ -29,9 +29,9 @@ import numpy as np  # noqa: E402
 from datasets.annotations import load_records  # noqa: E402
 from datasets.attacks import ATTACKS, make_attack  # noqa: E402
 from datasets.codec import HeatmapCodec  # noqa: E402
-from datasets.layouts import DATASETS, resolve  # noqa: E402
+from datasets.layouts import resolve  # noqa: E402
+from datasets.meta import DATASETS  # noqa: E402
 from datasets.occlusion import LJA, LJAConfig, RandomOccluders, visible_limb_joints  # noqa: E402
-from datasets.skeletons import get_skeleton  # noqa: E402
 from datasets.targeted import TARGETED, targeted_augmentation  # noqa: E402
 from datasets.topdown_dataset import Augment, TopDownDataset  # noqa: E402
 
@@ -102,7 +102,7 @@ def annotation_source(args) -> tuple[Path, Path]:
 
 
 def preview(args) -> dict:
-    skeleton = get_skeleton(args.dataset)
+    skeleton = DATASETS[args.dataset].skeleton
     ann, images = annotation_source(args)
     records = load_records(ann, images, skeleton)
     rng = np.random.default_rng(args.seed)

@@ -1,4 +1,7 @@
-"""Per-dataset keypoint vocabularies: names, flip pairs, limb joints and chains, OKS sigmas."""
+"""Keypoint vocabularies: names, flip pairs, limb joints and chains, OKS sigmas.
+
+Which dataset uses which skeleton is `datasets.meta.get(name).skeleton`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,15 +78,20 @@ COCO17 = Skeleton(
            ("left_side", (1, 3, 5, 7, 9, 11, 13, 15)), ("right_side", (2, 4, 6, 8, 10, 12, 14, 16))),
 )
 
-MPII_KEYPOINTS = (
-    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
-    "pelvis", "thorax", "upper_neck", "head_top",
-    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
+# The official MPII joint order (as in mpii_gt_val.mat's `dataset_joints`), each joint with the abbreviation the
+# official .mat files spell it with: the one place this order is written.
+MPII_JOINTS = (
+    ("right_ankle", "rank"), ("right_knee", "rkne"), ("right_hip", "rhip"), ("left_hip", "lhip"),
+    ("left_knee", "lkne"), ("left_ankle", "lank"), ("pelvis", "pelv"), ("thorax", "thor"),
+    ("upper_neck", "neck"), ("head_top", "head"), ("right_wrist", "rwri"), ("right_elbow", "relb"),
+    ("right_shoulder", "rsho"), ("left_shoulder", "lsho"), ("left_elbow", "lelb"), ("left_wrist", "lwri"),
 )
+MPII_KEYPOINTS = tuple(name for name, _ in MPII_JOINTS)
+MPII_MAT_NAMES = tuple(abbreviation for _, abbreviation in MPII_JOINTS)
 
 MPII16 = Skeleton(
     name="mpii",
-    keypoints=MPII_KEYPOINTS,  # the official MPII joint order (as in mpii_gt_val.mat's dataset_joints)
+    keypoints=MPII_KEYPOINTS,
     flip_pairs=((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)),
     limb_joints=(0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15),
     limb_chains=(
@@ -128,12 +136,3 @@ CROWDPOSE14 = Skeleton(
            ("upper_body", (0, 1, 2, 3, 4, 5, 12, 13)), ("lower_body", (6, 7, 8, 9, 10, 11)),
            ("left_side", (0, 2, 4, 6, 8, 10)), ("right_side", (1, 3, 5, 7, 9, 11))),
 )
-
-SKELETONS = {"coco": COCO17, "synthetic": COCO17, "ochuman": COCO17, "mpii": MPII16, "crowdpose": CROWDPOSE14}
-
-
-def get_skeleton(name: str) -> Skeleton:
-    try:
-        return SKELETONS[name]
-    except KeyError:
-        raise ValueError(f"unknown skeleton {name!r}; choose from {sorted(SKELETONS)}") from None

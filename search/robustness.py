@@ -25,7 +25,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from datasets.attacks import ATTACKS  # noqa: E402
-from datasets.layouts import DATASETS  # noqa: E402
+from datasets.meta import DATASETS  # noqa: E402
 
 
 def parse_list(kind):
@@ -98,15 +98,13 @@ def sweep(model, cfg, args) -> dict:
 
     from datasets.attacks import make_attack
     from datasets.codec import HeatmapCodec
-    from datasets.layouts import get_dataset
-    from datasets.skeletons import get_skeleton
+    from datasets.meta import get as dataset_meta
     from datasets.topdown_dataset import TopDownDataset
     from trainables.engine import evaluate
     from trainables.worker import load_eval_split
 
     data = cfg.data
-    skeleton = get_skeleton(data.dataset)
-    protocol = get_dataset(data.dataset).protocol
+    skeleton, protocol = dataset_meta(data.dataset).skeleton, dataset_meta(data.dataset).protocol
     ann, images = (data.val_occ_ann, data.val_occ_images or data.val_images) if args.split == "val_occ" \
         else (data.val_ann, data.val_images)
     if not ann:

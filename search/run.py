@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python search/run.py` from a checkout without an editable install
     sys.path.insert(0, str(REPO_ROOT))
 
-from datasets.layouts import DATASETS  # noqa: E402
+from datasets.meta import DATASETS  # noqa: E402
 from search.spaces import SPACES  # noqa: E402
 
 DRIVER_MEMORY_BYTES = 256 * 1024**2
@@ -160,8 +160,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--train-root applies to --dataset ochuman only (COCO to train on)")
     if args.det_file and args.dataset == "mpii":
         parser.error("--det-file does not apply to mpii: its protocol scores the annotated persons' boxes")
-    args.metric = args.metric or DATASETS[args.dataset].default_metric
-    args.clean_metric = "val/PCKh_0.5" if DATASETS[args.dataset].protocol == "mpii" else "val/AP"
+    args.metric = args.metric or DATASETS[args.dataset].occluded_metric
+    args.clean_metric = DATASETS[args.dataset].clean_metric
     if args.multi_objective and args.clean_metric == args.metric:
         parser.error(f"--multi-objective needs distinct clean and occluded metrics; both are {args.metric}")
     args.experiment = args.experiment or f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -213,7 +213,7 @@ def data_settings(args) -> dict:
         if not det_file.is_file():
             raise ValueError(f"--det-file {det_file}: no such file")
         settings |= {"data.det_file": str(det_file), "data.det_split": "val_occ" if layout.val_occ else "val"}
-    input_h, input_w = layout.info.input_hw
+    input_h, input_w = layout.meta.input_hw
     if not args.smoke:
         settings |= {"data.input_h": input_h, "data.input_w": input_w}
     return settings
@@ -222,13 +222,9 @@ def data_settings(args) -> dict:
 def check_annotations(data: dict, dataset: str) -> None:
     """Parse every annotation file once up front, so a malformed one stops the search with a message naming the
     file, annotation and field, rather than failing each trial on its workers."""
-    from datasets.annotations import load_records
-    from datasets.skeletons import get_skeleton
+    from datasets.validation import check_annotations as check
 
-    skeleton = get_skeleton(dataset)
-    for split in ("train", "val", "val_occ"):
-        if data.get(f"data.{split}_ann"):
-            load_records(data[f"data.{split}_ann"], data[f"data.{split}_images"], skeleton)
+    check(data, dataset)
 
 
 def base_trial_config(args, data: dict):
@@ -506,10 +502,9 @@ def log_mean_pose_baseline(base, tracker, parent: str) -> None:
     """The floor a trained model must clear: the training set's mean pose placed in each ground-truth box."""
     from datasets.annotations import load_records
     from datasets.mean_pose import mean_pose_ap
-    from datasets.skeletons import get_skeleton
     from trainables.worker import load_eval_split
 
-    skeleton = get_skeleton(base.data.dataset)
+    skeleton = DATASETS[base.data.dataset].skeleton
     train_records = load_records(base.data.train_ann, base.data.train_images, skeleton)
     for split, ann in (("val", base.data.val_ann), ("val_occ", base.data.val_occ_ann)):
         loaded = load_eval_split("coco", ann, base.data.val_images, skeleton)

@@ -1,4 +1,4 @@
-"""The hand-written CrowdPose evaluation (datasets/crowdpose_eval.py) against the official tool's numbers."""
+"""The hand-written CrowdPose evaluation (datasets/evaluation/crowdpose.py) against the official tool's numbers."""
 import copy
 import json
 import subprocess
@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
-from datasets.crowdpose_eval import CROWDPOSE_STAT_NAMES, crowdpose_ap
-from datasets.metrics import load_coco
-from datasets.skeletons import CROWDPOSE14, get_skeleton
+from datasets.evaluation.crowdpose import CROWDPOSE_STAT_NAMES, crowdpose_ap
+from datasets.evaluation.metrics import load_coco
+from datasets import meta
+from datasets.skeletons import CROWDPOSE14
 
 EXAMPLE_GT = "xtcocoapi_examples/example_crowdpose_val.json"
 EXAMPLE_PREDS = "xtcocoapi_examples/example_crowdpose_preds.json"
@@ -65,7 +66,7 @@ def _assert_equal(stats, official):
 # ------------------------------------------------------------------ skeleton
 
 def test_crowdpose_skeleton_is_consistent():
-    s = get_skeleton("crowdpose")
+    s = meta.get("crowdpose").skeleton
     assert s is CROWDPOSE14 and s.num_keypoints == 14 and len(set(s.keypoints)) == 14 and len(s.sigmas) == 14
     names = s.keypoints
     swap = {}

@@ -10,9 +10,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from conftest import REPO_ROOT
-from datasets.metrics import quiet
-from datasets.mpii_eval import PCKH_KEYS, mpii_pckh
-from datasets.skeletons import COCO17, MPII16, get_skeleton
+from datasets.evaluation.metrics import quiet
+from datasets.evaluation.mpii import PCKH_KEYS, mpii_pckh
+from datasets import meta
+from datasets.skeletons import COCO17, MPII16
 
 MPII_VAL = "mpii_val_gt/detections_our_format.mat"
 MPII_FIRST5 = "mpii/mpii_gt_val_first5.mat"
@@ -30,7 +31,7 @@ def to_zero_based(pos_src):
 
 
 def pckh_from_definition(pred0, mat):
-    """MPII PCKh straight from the protocol, independent of datasets.mpii_eval."""
+    """MPII PCKh straight from the protocol, independent of datasets.evaluation.mpii."""
     gt = np.transpose(mat["pos_gt_src"], [2, 0, 1])            # (N, 16, 2), 1-based
     visible = mat["jnt_missing"].T == 0                       # (N, 16)
     box = mat["headboxes_src"]
@@ -58,7 +59,7 @@ def pckh_from_definition(pred0, mat):
 # ------------------------------------------------------------------ skeleton
 
 def test_mpii_skeleton_is_consistent():
-    s = get_skeleton("mpii")
+    s = meta.get("mpii").skeleton
     assert s is MPII16 and s.num_keypoints == 16 and len(s.sigmas) == 16
     names = s.keypoints
     for a, b in s.flip_pairs:
@@ -70,7 +71,7 @@ def test_mpii_skeleton_is_consistent():
     assert [names[i] for i in s.limb_chains[1]] == ["left_ankle", "left_knee", "left_hip", "right_hip",
                                                     "right_knee", "right_ankle"]
     assert all(0 <= a < 16 and 0 <= b < 16 for a, b in s.bones)
-    assert get_skeleton("coco") is COCO17 and COCO17.num_keypoints == 17
+    assert meta.get("coco").skeleton is COCO17 and COCO17.num_keypoints == 17
 
 
 # ------------------------------------------------------------------ MPII

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from datasets.metrics import head_size, load_coco, oks_ap, pckh
+from datasets.evaluation.metrics import head_size, load_coco, oks_ap, pckh
 from datasets.skeletons import COCO17
 
 

@@ -174,7 +174,7 @@ def test_scorers_accept_the_table(real_layouts):
     from datasets.layouts import resolve
     from trainables.worker import load_eval_split
     layout = resolve("coco", real_layouts / "coco")
-    loaded = load_eval_split(layout.info.protocol, layout.val.ann, layout.val.images, COCO17)
+    loaded = load_eval_split(layout.meta.protocol, layout.val.ann, layout.val.images, COCO17)
     table = TopDownDataset(loaded.records, COCO17, CODEC, train=False).records
     rng = np.random.default_rng(0)
     coords = np.stack([r.keypoints[:, :2] for r in loaded.records]).astype(np.float64)

@@ -11,11 +11,11 @@ from pycocotools.cocoeval import COCOeval
 
 from datasets.annotations import AnnotationError, load_detections, load_records
 from datasets.layouts import LayoutError, resolve
-from datasets.metrics import quiet
-from datasets.mpii_eval import load_mpii_gt
-from datasets.scoring import CocoScorer, MpiiScorer, Predictions, oks_nms
+from datasets.evaluation.metrics import quiet
+from datasets.evaluation.mpii import load_mpii_gt
+from datasets.evaluation.scoring import CocoScorer, MpiiScorer, Predictions, oks_nms
+from datasets.evaluation.splits import load_eval_split
 from datasets.skeletons import COCO17, CROWDPOSE14, MPII16
-from trainables.worker import load_eval_split
 
 
 def category_keypoints(path: Path) -> list[str]:
@@ -109,7 +109,7 @@ def test_ground_truth_scores_one_with_occlusion_splits(real_layouts, dataset):
     layout = resolve(dataset, real_layouts / dataset)
     split = layout.val_occ or layout.val
     skeleton = CROWDPOSE14 if dataset == "crowdpose" else COCO17
-    loaded = load_eval_split(layout.info.protocol, split.ann, split.images, skeleton)
+    loaded = load_eval_split(layout.meta.protocol, split.ann, split.images, skeleton)
     metrics = loaded.scorer.score(loaded.records, gt_predictions(loaded.records))
     for prefix in ("", "O/", "NO/"):
         assert metrics[f"{prefix}AP"] == pytest.approx(1.0) and metrics[f"{prefix}AR"] == pytest.approx(1.0)

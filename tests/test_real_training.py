@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def trial_config(layout, **overrides) -> TrialConfig:
-    data = {"data.dataset": layout.info.name, "data.train_ann": str(layout.train.ann),
+    data = {"data.dataset": layout.meta.name, "data.train_ann": str(layout.train.ann),
             "data.train_images": str(layout.train.images), "data.val_ann": str(layout.val.ann),
             "data.val_images": str(layout.val.images)}
     if layout.val_occ:

@@ -136,9 +136,9 @@ class TrialConfig:
         if self.data.input_h % 32 or self.data.input_w % 32:
             raise ValueError(f"data.input_h/input_w must be multiples of 32 (the backbone's stride), got "
                              f"{self.data.input_h}x{self.data.input_w}")
-        from datasets.layouts import get_dataset
+        from datasets import meta
 
-        get_dataset(self.data.dataset)  # names the choices when unknown
+        meta.get(self.data.dataset)  # names the choices when unknown
         if self.data.decode not in ("dark", "shift"):
             raise ValueError(f"data.decode must be 'dark' or 'shift', got {self.data.decode!r}")
         if self.data.det_split not in ("val", "val_occ"):

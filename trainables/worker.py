@@ -10,19 +10,16 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from datasets.annotations import PersonRecord, load_detections, load_records
+from datasets.annotations import load_records
 from datasets.codec import HeatmapCodec
-from datasets.layouts import get_dataset
-from datasets.metrics import load_coco
-from datasets.mpii_eval import load_mpii_gt
+from datasets.evaluation.splits import EvalSplit, load_eval_split  # noqa: F401  (importers use this path)
 from datasets.occlusion import RandomOccluders
-from datasets.scoring import CocoScorer, MpiiScorer
-from datasets.skeletons import Skeleton, get_skeleton
+from datasets.meta import get as dataset_meta
+from datasets.skeletons import Skeleton
 from datasets.targeted import targeted_augmentation
 from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none
 from trainables.config import TrialConfig
@@ -67,48 +64,6 @@ class LocalReporter:
         log.info("epoch %s: %s", metrics["epoch"], json.dumps(metrics))
 
 
-@dataclass
-class EvalSplit:
-    records: list[PersonRecord]
-    scorer: CocoScorer | MpiiScorer
-    gt: object  # pycocotools COCO, or MpiiGroundTruth
-
-
-def load_eval_split(protocol: str, ann_file: str, image_dir: str, skeleton: Skeleton, max_samples: int = 0,
-                    det_file: str = "", gt_mat: str = "", visibility_splits: bool = True) -> EvalSplit:
-    """Records to predict and the scorer of one evaluation split.
-
-    `max_samples` keeps whole images only, so the ground truth never holds persons that have no prediction;
-    with `det_file` the records are the detector's boxes on the ground truth's images instead of its persons."""
-    if protocol == "mpii":
-        if det_file:
-            raise ValueError("--det-file does not apply to MPII: its protocol scores the annotated persons' boxes")
-        if not gt_mat:
-            raise ValueError("MPII evaluation needs data.val_gt, the mpii_gt_val.mat of the val split")
-        gt = load_mpii_gt(gt_mat)
-        head_boxes = gt.headboxes_src.transpose(2, 0, 1).reshape(-1, 4)  # (N, [x0, y0, x1, y1])
-        records = load_records(ann_file, image_dir, skeleton, head_boxes=head_boxes)
-        if max_samples and len(records) > max_samples:
-            records = records[:max_samples]
-            gt = replace(gt, jnt_missing=gt.jnt_missing[:, :max_samples], pos_gt_src=gt.pos_gt_src[..., :max_samples],
-                         headboxes_src=gt.headboxes_src[..., :max_samples])
-        return EvalSplit(records, MpiiScorer(gt), gt)
-    records = load_records(ann_file, image_dir, skeleton)
-    gt = load_coco(ann_file)
-    if max_samples and len(records) > max_samples:
-        keep_images = {r.image_id for r in records[:max_samples]}
-        records = [r for r in records if r.image_id in keep_images]
-        gt.dataset["images"] = [i for i in gt.dataset["images"] if i["id"] in keep_images]
-        gt.dataset["annotations"] = [a for a in gt.dataset["annotations"] if a["image_id"] in keep_images]
-        gt.createIndex()
-    if det_file:
-        files = {image["id"]: image["file_name"] for image in gt.dataset["images"]}
-        records = [r for r in load_detections(det_file, image_dir, files, skeleton) if r.image_id in files]
-    scorer = CocoScorer(gt, skeleton, crowd=protocol == "crowdpose", nms=bool(det_file),
-                        visibility_splits=visibility_splits)
-    return EvalSplit(records, scorer, gt)
-
-
 def occlusion_transforms(cfg: TrialConfig, skeleton: Skeleton) -> list:
     """Random occluders (p_occ) and a targeted augmentation, in that order; LJA is added by the dataset."""
     occ, transforms = cfg.occ, []
@@ -122,7 +77,7 @@ def occlusion_transforms(cfg: TrialConfig, skeleton: Skeleton) -> list:
 
 
 def build_model(cfg: TrialConfig):
-    model = create_model(cfg.model.name, get_skeleton(cfg.data.dataset).num_keypoints,
+    model = create_model(cfg.model.name, dataset_meta(cfg.data.dataset).skeleton.num_keypoints,
                          pretrained=cfg.model.pretrained if cfg.model.pretrained not in ("", "none") else False,
                          deconv_channels=cfg.model.deconv_channels, input_hw=(cfg.data.input_h, cfg.data.input_w))
     return OASNet(model) if cfg.oasnet.enabled else model
@@ -196,7 +151,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
     cfg.validate()
     torch.manual_seed(cfg.runtime.seed)
     torch.set_num_threads(cfg.runtime.threads_per_worker or cfg.runtime.cpus_per_worker)
-    skeleton = get_skeleton(cfg.data.dataset)
+    skeleton = dataset_meta(cfg.data.dataset).skeleton
     codec = HeatmapCodec((cfg.data.input_h, cfg.data.input_w), sigma=cfg.data.sigma, refine=cfg.data.decode)
     device = reporter.device()
 
@@ -246,7 +201,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
 
     eval_splits = {}
     if reporter.rank == 0:
-        protocol = get_dataset(data.dataset).protocol
+        protocol = dataset_meta(data.dataset).protocol
         splits = {"val": (data.val_ann, data.val_images), "val_occ": (data.val_occ_ann, data.val_occ_images)}
         for split, (ann, images) in splits.items():
             if not ann:

@@ -1,0 +1,51 @@
+"""datasets/validation.py: the one validator that the readers, evaluate.py and the search's pre-flight call."""
+import json
+
+import numpy as np
+import pytest
+
+from datasets import validation
+from datasets.validation import AnnotationError, MpiiFormatError, PredictionError, ValidationError
+
+
+def test_errors_are_validation_errors():
+    for error in (AnnotationError, PredictionError, MpiiFormatError):
+        assert issubclass(error, ValidationError) and issubclass(error, ValueError)
+
+
+def test_preflight_parses_every_split_and_names_file_annotation_and_field(shared_data, tmp_path):
+    good = shared_data / "coco/test_coco.json"
+    data = {"data.train_ann": str(good), "data.train_images": str(shared_data / "coco"),
+            "data.val_ann": str(good), "data.val_images": str(shared_data / "coco")}
+    validation.check_annotations(data, "coco")
+
+    broken = json.loads(good.read_text())
+    broken["annotations"][2]["bbox"] = [0, 0, 0, 5]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(broken))
+    ann_id = broken["annotations"][2]["id"]
+    with pytest.raises(AnnotationError, match=rf"{bad}: annotation {ann_id}: field 'bbox'"):
+        validation.check_annotations({**data, "data.val_occ_ann": str(bad),
+                                      "data.val_occ_images": str(shared_data / "coco")}, "coco")
+
+
+def test_prediction_checks_name_the_entry_and_field(tmp_path):
+    ok = {"image_id": 1, "category_id": 1, "keypoints": [0.0] * 51, "score": 1.0}
+    assert validation.check_results([ok], tmp_path, {1}, 17) == [ok]
+    with pytest.raises(PredictionError, match="entry 0 field 'score'"):
+        validation.check_results([{**ok, "score": float("nan")}], tmp_path, {1}, 17)
+    with pytest.raises(PredictionError, match="entry 0 field 'image_id' 2"):
+        validation.check_results([{**ok, "image_id": 2}], tmp_path, {1}, 17)
+    assert validation.check_mpii_preds(np.zeros((3, 16, 2)), num_persons=3).shape == (3, 16, 2)
+    with pytest.raises(MpiiFormatError, match=r"preds has shape \(3, 17, 2\)"):
+        validation.check_mpii_preds(np.zeros((3, 17, 2)))
+
+
+def test_detector_boxes_checked_once_kept(tmp_path):
+    det = {"image_id": 7, "bbox": [1, 2, 3, 4], "score": 0.5}
+    validation.check_detection_fields(det, 0, tmp_path)
+    assert validation.check_detection(det, 0, tmp_path, {7: "a.jpg"}) == (1.0, 2.0, 3.0, 4.0)
+    with pytest.raises(AnnotationError, match="entry 0: field 'score' missing"):
+        validation.check_detection_fields({"image_id": 7, "bbox": [1, 2, 3, 4]}, 0, tmp_path)
+    with pytest.raises(AnnotationError, match="entry 3: field 'image_id' 8 is not an image of the ground truth"):
+        validation.check_detection({**det, "image_id": 8}, 3, tmp_path, {7: "a.jpg"})
