@@ -20,10 +20,9 @@ from datasets.codec import HeatmapCodec
 from datasets.layouts import get_dataset
 from datasets.metrics import load_coco
 from datasets.mpii_eval import load_mpii_gt
-from datasets.occlusion import RandomOccluders
+from datasets.occlusion import build_occlusions
 from datasets.scoring import CocoScorer, MpiiScorer
 from datasets.skeletons import Skeleton, get_skeleton
-from datasets.targeted import targeted_augmentation
 from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none
 from trainables.config import TrialConfig
 from trainables.engine import evaluate, heatmap_loss, train_one_epoch
@@ -109,18 +108,6 @@ def load_eval_split(protocol: str, ann_file: str, image_dir: str, skeleton: Skel
     return EvalSplit(records, scorer, gt)
 
 
-def occlusion_transforms(cfg: TrialConfig, skeleton: Skeleton) -> list:
-    """Random occluders (p_occ) and a targeted augmentation, in that order; LJA is added by the dataset."""
-    occ, transforms = cfg.occ, []
-    if occ.p_occ > 0:
-        transforms.append(RandomOccluders(occ.p_occ, (1, occ.occluder_count_max),
-                                          (occ.occluder_area_min, occ.occluder_area_max),
-                                          label_removal=occ.label_removal))
-    if occ.targeted != "none":
-        transforms.append(targeted_augmentation(occ.targeted, skeleton, occ.targeted_p, occ.label_removal))
-    return transforms
-
-
 def build_model(cfg: TrialConfig):
     model = create_model(cfg.model.name, get_skeleton(cfg.data.dataset).num_keypoints,
                          pretrained=cfg.model.pretrained if cfg.model.pretrained not in ("", "none") else False,
@@ -197,19 +184,17 @@ def fit(cfg: TrialConfig, reporter) -> None:
     torch.manual_seed(cfg.runtime.seed)
     torch.set_num_threads(cfg.runtime.threads_per_worker or cfg.runtime.cpus_per_worker)
     skeleton = get_skeleton(cfg.data.dataset)
-    codec = HeatmapCodec((cfg.data.input_h, cfg.data.input_w), sigma=cfg.data.sigma, refine=cfg.data.decode)
+    codec = HeatmapCodec((cfg.data.input_h, cfg.data.input_w), sigma=cfg.data.sigma, decode=cfg.data.decode)
     device = reporter.device()
 
     data = cfg.data
     train_records = load_records(data.train_ann, data.train_images, skeleton)
     if data.max_train_samples:
         train_records = train_records[: data.max_train_samples]
-    lja = cfg.lja if cfg.lja.enabled else None
     augment = Augment(data.scale_factor, data.rotation, data.rotation_p, flip_p=data.flip_p,
                       half_body_p=data.half_body_p, photometric_p=data.photometric_p)
-    train_set = TopDownDataset(train_records, skeleton, codec, train=True, augment=augment, lja=lja,
-                               seed=cfg.runtime.seed, occlusions=occlusion_transforms(cfg, skeleton),
-                               siamese=cfg.oasnet.enabled)
+    train_set = TopDownDataset(train_records, skeleton, codec, train=True, augment=augment, seed=cfg.runtime.seed,
+                               occlusions=build_occlusions(cfg.lja, cfg.occ, skeleton), siamese=cfg.oasnet.enabled)
     sampler = None
     if reporter.world_size > 1:
         sampler = torch.utils.data.DistributedSampler(
