@@ -49,7 +49,8 @@ def pair(kind):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=sorted(d for d in meta.DATASETS if d != "synthetic") + ["synthetic"])
+    p.add_argument("--dataset", required=True,
+                   choices=sorted(d for d in meta.DATASETS if d != "synthetic") + ["synthetic"])
     p.add_argument("--data-root", required=True, type=Path,
                    help="image directory of --ann, or the dataset root in its official layout (then its val split)")
     p.add_argument("--ann", type=Path, help="annotation file (COCO json, or the MPII json)")

@@ -42,7 +42,8 @@ LJA = LJAConfig(quantity_ratio=0.3, size_ratio=0.2, p=1.0)
 def cpu_dataset(records, **kwargs) -> TopDownDataset:
     if "fast" in inspect.signature(TopDownDataset).parameters:
         kwargs["fast"] = False
-    kwargs = {"train": True, "augment": AUGMENT, "occlusions": build_occlusions(LJA, OcclusionConfig(), COCO17), "seed": 7, **kwargs}
+    kwargs = {"train": True, "augment": AUGMENT, "occlusions": build_occlusions(LJA, OcclusionConfig(), COCO17),
+              "seed": 7, **kwargs}
     return TopDownDataset(records, COCO17, kwargs.pop("codec", CODEC), **kwargs)
 
 
@@ -249,7 +250,8 @@ def dataclass_replace(record, **changes):
 
 
 def test_unsupported_configurations_are_refused(synthetic):
-    for kwargs in ({"augment": Augment(photometric_p=0.5)}, {"occlusions": build_occlusions(LJA, OcclusionConfig(p_occ=1.0), COCO17)},
+    for kwargs in ({"augment": Augment(photometric_p=0.5)},
+                   {"occlusions": build_occlusions(LJA, OcclusionConfig(p_occ=1.0), COCO17)},
                    {"siamese": True}):
         with pytest.raises(ValueError, match="GPU augmentation path does not implement"):
             gpu.GpuTopDownSource(cpu_dataset(synthetic, **kwargs))

@@ -1,7 +1,7 @@
 """Occlusion for top-down crops: the transforms a trial trains with and the attacks it is tested under.
 
 crop.py       the vocabulary: Crop, Occlusion, masks, paint, covered joints, label removal
-lja.py        LJA (limb joint augmentation) and LJAConfig, the TrialConfig section `lja` (its defaults: the paper's point)
+lja.py        LJA (limb joint augmentation); LJAConfig, the TrialConfig section `lja`, defaults = the paper's point
 occluders.py  RandomOccluders (`occ.p_occ`)
 targeted.py   the targeted augmentations of Pytel et al. (ICPR 2020) (`occ.targeted`)
 attacks.py    the same paper's test-time keypoint and part attacks

@@ -23,18 +23,15 @@ class Augment:
     """Training augmentation parameters. The defaults are the identity (no augmentation at all); a recipe sets
     them: the trial's `data.*` section (the synthetic-CPU recipe), or HRNet's COCO/MPII numbers (scale 0.35,
     rotation 45 degrees with p 0.6, flip 0.5, half-body 0.3), which live with the other recipes in the trainer's
-    presets, not here.
-
-    scale_factor: s of the random scale; rotation: r in degrees; rotation_p, flip_p, half_body_p, photometric_p:
-    probabilities in [0, 1]; half_body_min_joints: only persons with more labelled joints than this get half-body.
+    presets, not here. Probabilities are in [0, 1].
     """
 
-    scale_factor: float = 0.0
-    rotation: float = 0.0
-    rotation_p: float = 0.0
-    flip_p: float = 0.0
+    scale_factor: float = 0.0  # s: scale ~ clip(N(1, s), 1 - s, 1 + s)
+    rotation: float = 0.0  # r, degrees: rotation ~ clip(N(0, r), -2r, 2r) ...
+    rotation_p: float = 0.0  # ... drawn with this probability, else 0
+    flip_p: float = 0.0  # horizontal flip with the skeleton's flip pairs
     half_body_p: float = 0.0
-    half_body_min_joints: int = 8
+    half_body_min_joints: int = 8  # only persons with more labelled joints than this get half-body
     photometric_p: float = 0.0  # brightness/contrast/saturation jitter of the crop
 
     def scale_range(self, train: bool) -> tuple[float, float]:

@@ -228,8 +228,8 @@ class GpuTopDownBatcher:
         crops = paint_occlusions(crops, batch["occlusions"])
         heatmaps, target_weight = self.codec.encode_torch(batch["keypoints"].to(self.device, non_blocking=True),
                                                           batch["target_weight"].to(self.device, non_blocking=True))
-        return {"image": normalise_batch(crops, self.channels_last), "heatmaps": heatmaps, "target_weight": target_weight,
-                "index": batch["index"]}
+        return {"image": normalise_batch(crops, self.channels_last), "heatmaps": heatmaps,
+                "target_weight": target_weight, "index": batch["index"]}
 
 
 class DeviceLoader:

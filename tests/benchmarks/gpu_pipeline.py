@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Throughput of the GPU augmentation path (datasets/gpu_augment.py), data included: JPEG bytes read and parameters
+"""Throughput of the GPU augmentation path (datasets/topdown/gpu.py), data included: JPEG bytes read and parameters
 drawn by DataLoader workers, then decode (nvjpeg on CUDA), affine crop, LJA and heatmaps for the whole batch on the
 device, then (for the training figure) SimpleBaseline's forward/backward/Adam step as trainables/engine.py runs it
 (bf16 autocast and channels_last on CUDA, the engine's "auto").
