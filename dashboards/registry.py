@@ -52,7 +52,7 @@ def input_example(cfg):
         with quiet():
             split = load_eval_split(meta.get(data.dataset).protocol, data.val_ann, data.val_images, skeleton, 1,
                                     gt_mat=data.val_gt, visibility_splits=False)
-        codec = HeatmapCodec((data.input_h, data.input_w), sigma=data.sigma, refine=data.decode)
+        codec = HeatmapCodec((data.input_h, data.input_w), sigma=data.sigma, decode=data.decode)
         return TopDownDataset(split.records, skeleton, codec, train=False)[0]["image"][None].numpy()
     except (OSError, ValueError, IndexError, TypeError):
         return np.zeros((1, 3, data.input_h, data.input_w), dtype=np.float32)

@@ -19,21 +19,18 @@ import json
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # `python datasets/preview.py` from a checkout without an editable install
-    sys.path.insert(0, str(REPO_ROOT))
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from datasets.annotations import load_records  # noqa: E402
-from datasets.attacks import ATTACKS, make_attack  # noqa: E402
-from datasets.codec import HeatmapCodec  # noqa: E402
-from datasets.layouts import resolve  # noqa: E402
-from datasets.meta import DATASETS  # noqa: E402
-from datasets.occlusion import LJA, LJAConfig, RandomOccluders, visible_limb_joints  # noqa: E402
-from datasets.targeted import TARGETED, targeted_augmentation  # noqa: E402
-from datasets.topdown_dataset import Augment, TopDownDataset  # noqa: E402
+from datasets import meta
+from datasets.annotations import load_records
+from datasets.layouts import resolve
+from datasets.occlusion import LJA, LJAConfig, RandomOccluders, visible_limb_joints
+from datasets.occlusion.attacks import ATTACKS, make_attack
+from datasets.occlusion.targeted import TARGETED, targeted_augmentation
+from datasets.topdown.augment import Augment
+from datasets.topdown.codec import HeatmapCodec
+from datasets.topdown.dataset import TopDownDataset
 
 AUGMENTATIONS = ("lja", "occluders") + TARGETED
 
@@ -52,7 +49,8 @@ def pair(kind):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=sorted(d for d in DATASETS if d != "synthetic") + ["synthetic"])
+    p.add_argument("--dataset", required=True,
+                   choices=sorted(d for d in meta.DATASETS if d != "synthetic") + ["synthetic"])
     p.add_argument("--data-root", required=True, type=Path,
                    help="image directory of --ann, or the dataset root in its official layout (then its val split)")
     p.add_argument("--ann", type=Path, help="annotation file (COCO json, or the MPII json)")
@@ -102,14 +100,15 @@ def annotation_source(args) -> tuple[Path, Path]:
 
 
 def preview(args) -> dict:
-    skeleton = DATASETS[args.dataset].skeleton
+    dataset_meta = meta.get(args.dataset)
+    skeleton = dataset_meta.skeleton
     ann, images = annotation_source(args)
     records = load_records(ann, images, skeleton)
     rng = np.random.default_rng(args.seed)
     chosen = sorted(rng.choice(len(records), size=min(args.n, len(records)), replace=False).tolist())
     transform = make_transform(args, skeleton)
-    still = Augment(scale_factor=0.0, rotation_p=0.0, flip_p=0.0)  # untouched geometry: only the occlusion shows
-    dataset = TopDownDataset([records[i] for i in chosen], skeleton, HeatmapCodec(DATASETS[args.dataset].input_hw),
+    still = Augment()  # the identity: untouched geometry, so only the occlusion shows
+    dataset = TopDownDataset([records[i] for i in chosen], skeleton, HeatmapCodec(dataset_meta.input_hw),
                              train=args.attack is None, augment=still, seed=args.seed,
                              occlusions=() if args.attack else (transform,), attack=transform if args.attack else None)
     samples, tiles = [], []

@@ -111,7 +111,7 @@ def sweep(model, cfg, args) -> dict:
         raise ValueError(f"the trial has no {args.split} split")
     split = load_eval_split(protocol, ann, images, skeleton, args.max_samples,
                             gt_mat=data.val_gt if args.split == "val" else "", visibility_splits=False)
-    codec = HeatmapCodec((data.input_h, data.input_w), sigma=data.sigma, refine=data.decode)
+    codec = HeatmapCodec((data.input_h, data.input_w), sigma=data.sigma, decode=data.decode)
     key = "PCKh_0.5" if protocol == "mpii" else "AP"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device)

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from datasets.codec import HeatmapCodec
-from datasets.topdown import CropGeometry, affine_matrix, box_to_crop, transform_points
+from datasets.topdown.codec import HeatmapCodec
+from datasets.topdown.geometry import CropGeometry, affine_matrix, box_to_crop, transform_points
 
 
 def test_encode_peaks_at_the_keypoint_and_zeroes_unlabelled_joints():
@@ -17,7 +17,7 @@ def test_encode_peaks_at_the_keypoint_and_zeroes_unlabelled_joints():
 
 
 def test_decode_inverts_encode_within_a_quarter_cell():
-    codec = HeatmapCodec((96, 64), sigma=2.0, refine="shift")
+    codec = HeatmapCodec((96, 64), sigma=2.0, decode="shift")
     rng = np.random.default_rng(0)
     kpts = np.stack([rng.uniform(8, 56, 50), rng.uniform(8, 88, 50)], axis=1)
     heatmaps, _ = codec.encode(kpts, np.ones(50))
@@ -34,7 +34,7 @@ def test_dark_recovers_sub_pixel_maxima_better_than_the_shift():
     kpts = np.stack([rng.uniform(40, 150, 200), rng.uniform(40, 215, 200)], axis=1)
     errors = {}
     for refine in ("shift", "dark"):
-        codec = HeatmapCodec((256, 192), sigma=2.0, refine=refine)
+        codec = HeatmapCodec((256, 192), sigma=2.0, decode=refine)
         heatmaps, _ = codec.encode(kpts, np.ones(len(kpts)))
         decoded, _ = codec.decode(torch.from_numpy(heatmaps)[None])
         errors[refine] = np.linalg.norm(decoded[0].numpy() - kpts, axis=1)
@@ -46,7 +46,7 @@ def test_unknown_refinement_is_rejected():
     import pytest
 
     with pytest.raises(ValueError, match="refinement 'median'"):
-        HeatmapCodec((96, 64), refine="median")
+        HeatmapCodec((96, 64), decode="median")
 
 
 def test_box_to_crop_fixes_aspect_ratio_and_pads():

@@ -1,4 +1,4 @@
-"""The GPU augmentation path (datasets/gpu_augment.py) against the CPU pipeline (TopDownDataset), run on the CPU.
+"""The GPU augmentation path (datasets/topdown/gpu.py) against the CPU pipeline (TopDownDataset), run on the CPU.
 
 For the same dataset, seed, epoch and index both paths must give the same training sample:
 * crop matrix, keypoints, target weights, flip and LJA blocks (boxes, fills, order): identical, because the GPU path
@@ -22,12 +22,13 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import gpu_augment as gpu
 from datasets.annotations import PersonRecord, load_records
-from datasets.codec import HeatmapCodec
-from datasets.occlusion import LJAConfig, RandomOccluders
+from datasets.occlusion import LJAConfig, OcclusionConfig, build_occlusions
 from datasets.skeletons import COCO17
-from datasets.topdown_dataset import IMAGENET_MEAN, IMAGENET_STD, Augment, TopDownDataset, collate_skip_none
+from datasets.topdown import gpu
+from datasets.topdown.augment import Augment
+from datasets.topdown.codec import IMAGENET_MEAN, IMAGENET_STD, HeatmapCodec
+from datasets.topdown.dataset import TopDownDataset, collate_skip_none
 
 CODEC = HeatmapCodec((256, 192))
 CV2_FLOAT_WARP = tuple(int(v) for v in cv2.__version__.split(".")[:2]) >= (4, 11)
@@ -41,7 +42,8 @@ LJA = LJAConfig(quantity_ratio=0.3, size_ratio=0.2, p=1.0)
 def cpu_dataset(records, **kwargs) -> TopDownDataset:
     if "fast" in inspect.signature(TopDownDataset).parameters:
         kwargs["fast"] = False
-    kwargs = {"train": True, "augment": AUGMENT, "lja": LJA, "seed": 7, **kwargs}
+    kwargs = {"train": True, "augment": AUGMENT, "occlusions": build_occlusions(LJA, OcclusionConfig(), COCO17),
+              "seed": 7, **kwargs}
     return TopDownDataset(records, COCO17, kwargs.pop("codec", CODEC), **kwargs)
 
 
@@ -147,8 +149,8 @@ def test_lja_blocks_are_painted_like_the_cpu_path(synthetic):
 
 
 def test_flip_swaps_the_flip_pairs_like_the_cpu_path(synthetic):
-    dataset = cpu_dataset(synthetic, augment=Augment(scale_factor=0.0, rotation_p=0.0, flip_p=1.0), lja=None)
-    plain = cpu_dataset(synthetic, augment=Augment(scale_factor=0.0, rotation_p=0.0, flip_p=0.0), lja=None)
+    dataset = cpu_dataset(synthetic, augment=Augment(scale_factor=0.0, rotation_p=0.0, flip_p=1.0), occlusions=())
+    plain = cpu_dataset(synthetic, augment=Augment(scale_factor=0.0, rotation_p=0.0, flip_p=0.0), occlusions=())
     width = CODEC.input_hw[1]
     for i in range(len(dataset)):
         flipped, unflipped = gpu.draw_params(dataset, i), gpu.draw_params(plain, i)
@@ -192,7 +194,7 @@ def test_encode_heatmaps_matches_the_codec():
     keypoints[0, :4] = [[0, 0], [(w - 1) * 4, (h - 1) * 4], [-1e-9, 10], [10, (h - 1) * 4 + 1e-9]]
     weights = rng.choice([0.0, 1.0], (6, 17)).astype(np.float32)
     weights[0, :4] = 1
-    got, got_weight = gpu.encode_heatmaps(torch.from_numpy(keypoints), torch.from_numpy(weights), codec)
+    got, got_weight = codec.encode_torch(torch.from_numpy(keypoints), torch.from_numpy(weights))
     for i in range(len(keypoints)):
         want, want_weight = codec.encode(keypoints[i], weights[i])
         torch.testing.assert_close(got[i], torch.from_numpy(want), atol=HEATMAP_ATOL, rtol=0)
@@ -248,7 +250,8 @@ def dataclass_replace(record, **changes):
 
 
 def test_unsupported_configurations_are_refused(synthetic):
-    for kwargs in ({"augment": Augment(photometric_p=0.5)}, {"occlusions": (RandomOccluders(p=1.0),)},
+    for kwargs in ({"augment": Augment(photometric_p=0.5)},
+                   {"occlusions": build_occlusions(LJA, OcclusionConfig(p_occ=1.0), COCO17)},
                    {"siamese": True}):
         with pytest.raises(ValueError, match="GPU augmentation path does not implement"):
             gpu.GpuTopDownSource(cpu_dataset(synthetic, **kwargs))

@@ -3,7 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from datasets.occlusion import LJAConfig, limb_joint_augmentation, visible_limb_joints
+from datasets.occlusion import (LJA, LJAConfig, OcclusionConfig, RandomOccluders, build_occlusions,
+                                limb_joint_augmentation, occludes, visible_limb_joints)
+from datasets.occlusion.targeted import KeypointOcclusion, PartOcclusion
 from datasets.skeletons import COCO17
 
 
@@ -87,3 +89,32 @@ def test_lja_only_picks_visible_limb_joints_inside_the_crop():
 def test_lja_rejects_ratios_outside_unit_interval():
     with pytest.raises(ValueError, match="lja.size_ratio"):
         LJAConfig(0.1, 1.5, 1.0)
+
+
+def test_build_occlusions_orders_occluders_then_targeted_then_lja():
+    lja, occ = LJAConfig(0.3, 0.2, 0.8), OcclusionConfig(p_occ=0.4, occluder_count_max=2, occluder_area_min=0.05,
+                                                         targeted="part-blur", targeted_p=0.7, label_removal=True)
+    occluders, targeted, last = build_occlusions(lja, occ, COCO17)
+    assert occluders == RandomOccluders(0.4, (1, 2), (0.05, 0.15), label_removal=True)
+    assert isinstance(targeted, PartOcclusion) and (targeted.mode, targeted.p, targeted.label_removal) == \
+        ("blur", 0.7, True) and targeted.donor is None
+    assert last == LJA(lja, tuple(COCO17.limb_joints))
+    # Each is present only when its section asks for it; LJA stays last.
+    assert build_occlusions(LJAConfig(enabled=False), OcclusionConfig(), COCO17) == []
+    assert build_occlusions(LJAConfig(), OcclusionConfig(), COCO17) == [LJA(LJAConfig(), tuple(COCO17.limb_joints))]
+    only = build_occlusions(LJAConfig(enabled=False), OcclusionConfig(targeted="keypoint-blur"), COCO17)
+    assert len(only) == 1 and isinstance(only[0], KeypointOcclusion)
+    assert [type(t) for t in build_occlusions(LJAConfig(), OcclusionConfig(targeted="partmix"), COCO17)] == \
+        [PartOcclusion, LJA]
+
+
+def test_occludes_is_true_when_some_transform_can_fire():
+    off = LJAConfig(enabled=False)
+    assert not occludes(off, OcclusionConfig())
+    assert not occludes(LJAConfig(p=0.0), OcclusionConfig())  # an LJA that never fires does not occlude
+    assert occludes(LJAConfig(), OcclusionConfig())
+    assert occludes(off, OcclusionConfig(p_occ=0.5))
+    assert occludes(off, OcclusionConfig(targeted="partmix"))
+    for lja, occ in ((off, OcclusionConfig()), (LJAConfig(), OcclusionConfig(p_occ=0.2, targeted="part-cutout"))):
+        # occludes agrees with build_occlusions: nothing built, nothing occluded
+        assert occludes(lja, occ) == bool(build_occlusions(lja, occ, COCO17))

@@ -4,13 +4,13 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.attacks import ATTACKS, KeypointAttack, PartAttack, make_attack
 from datasets.annotations import load_records
-from datasets.codec import HeatmapCodec
 from datasets.occlusion import LJA, Crop, LJAConfig, RandomOccluders, image_mean
+from datasets.occlusion.attacks import ATTACKS, KeypointAttack, PartAttack, make_attack
+from datasets.occlusion.targeted import TARGETED, KeypointOcclusion, PartOcclusion, part_box, targeted_augmentation
 from datasets.skeletons import COCO17
-from datasets.targeted import TARGETED, KeypointOcclusion, PartOcclusion, part_box, targeted_augmentation
-from datasets.topdown_dataset import TopDownDataset
+from datasets.topdown.codec import HeatmapCodec
+from datasets.topdown.dataset import TopDownDataset
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,19 @@ import pytest
 import torch
 
 from datasets.annotations import PersonRecord, RecordTable, load_detections, load_records
-from datasets.codec import HeatmapCodec
-from datasets.occlusion import LJAConfig, RandomOccluders
+from datasets.occlusion import LJAConfig, OcclusionConfig, build_occlusions
 from datasets.scoring import Predictions
 from datasets.skeletons import COCO17, MPII16
-from datasets.topdown import affine_matrix, warp_image
-from datasets.topdown_dataset import Augment, TopDownDataset, _reduced_matrix
+from datasets.topdown.augment import Augment
+from datasets.topdown.codec import HeatmapCodec
+from datasets.topdown.dataset import TopDownDataset
+from datasets.topdown.geometry import affine_matrix, warp_image
+from datasets.topdown.image_cache import _reduced_matrix
 
 CODEC = HeatmapCodec((256, 192))
 # Every geometric augmentation at once, wider than the defaults, so crops reach far from the person box.
 WILD = Augment(scale_factor=0.35, rotation=45.0, rotation_p=0.8, flip_p=0.5, half_body_p=0.4, photometric_p=0.5)
+MILD = Augment(scale_factor=0.25, rotation=30.0, rotation_p=0.6, flip_p=0.5)  # a moderate training augmentation
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,8 @@ def test_fast_path_gives_the_full_decode_crops_labels_and_heatmaps(coco, train):
     decoded pixels: labels, heatmaps, target weights and occlusions are identical, and a pixel differs by at most
     one grey level, in under 0.1 % of pixels — OpenCV computes bilinear source coordinates in float32, so warping a
     sub-region (smaller coordinates) rounds a rare weight differently."""
-    fast, plain = pair(coco, train=train, augment=WILD, lja=LJAConfig(), seed=7)
+    lja = build_occlusions(LJAConfig(), OcclusionConfig(), COCO17)
+    fast, plain = pair(coco, train=train, augment=WILD, occlusions=lja, seed=7)
     for epoch in range(4):
         fast.set_epoch(epoch)
         plain.set_epoch(epoch)
@@ -106,7 +110,8 @@ def test_reduced_decode_is_close_and_leaves_the_labels_alone(mpii):
 
 def test_samples_do_not_depend_on_the_cache(coco):
     """A sample is a pure function of (seed, epoch, index): the same with a cold, warm, tiny or no cache."""
-    kwargs = dict(train=True, augment=WILD, lja=LJAConfig(), occlusions=(RandomOccluders(p=0.5),), seed=3)
+    occlusions = build_occlusions(LJAConfig(), OcclusionConfig(p_occ=0.5), COCO17)  # occluders, then LJA
+    kwargs = dict(train=True, augment=WILD, occlusions=occlusions, seed=3)
     warm = TopDownDataset(coco, COCO17, CODEC, **kwargs)
     tiny = TopDownDataset(coco, COCO17, CODEC, cache_mb=1.5, **kwargs)  # about one image: constant eviction
     none = TopDownDataset(coco, COCO17, CODEC, cache_mb=0, **kwargs)
@@ -140,7 +145,7 @@ def test_a_crop_beyond_the_cached_region_decodes_afresh(coco):
 
 
 def test_records_are_a_few_arrays_and_index_like_the_list(coco, mpii, shared_data):
-    ds = TopDownDataset(coco, COCO17, CODEC, train=True)
+    ds = TopDownDataset(coco, COCO17, CODEC, train=True, augment=MILD)
     table = ds.records
     assert isinstance(table, RecordTable) and len(table) == len(coco)
     for name in (*RecordTable._ARRAYS, "path_blob", "path_offsets"):
@@ -184,7 +189,7 @@ def test_scorers_accept_the_table(real_layouts):
 
 
 def test_a_pickled_dataset_leaves_its_cache_behind(coco):
-    ds = TopDownDataset(coco, COCO17, CODEC, train=True)
+    ds = TopDownDataset(coco, COCO17, CODEC, train=True, augment=MILD)
     for i in range(len(ds)):
         ds[i]
     assert ds.cache.nbytes > 1_000_000

@@ -8,7 +8,7 @@ import cv2
 import pytest
 
 from conftest import REPO_ROOT
-from datasets.attacks import ATTACKS
+from datasets.occlusion.attacks import ATTACKS
 from datasets.preview import AUGMENTATIONS, main
 
 

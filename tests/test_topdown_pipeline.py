@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from datasets.annotations import load_records
-from datasets.codec import HeatmapCodec
+from datasets.topdown.codec import HeatmapCodec, unflip_heatmaps
 from datasets.skeletons import COCO17, CROWDPOSE14, MPII16
-from datasets.topdown_dataset import Augment, TopDownDataset
-from trainables.engine import unflip_heatmaps
+from datasets.topdown.augment import Augment
+from datasets.topdown.dataset import TopDownDataset
 
 CODEC = HeatmapCodec((256, 192))
-STILL = dict(scale_factor=0.0, rotation_p=0.0)  # no random scale or rotation
+STILL = dict(scale_factor=0.0, rotation_p=0.0, flip_p=0.5)  # no random scale or rotation; a flip coin
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 from datasets.codec import HeatmapCodec
+from datasets.topdown.codec import unflip_heatmaps
 from datasets.scoring import Predictions
 from datasets.topdown import transform_points
 from datasets.topdown_dataset import TopDownDataset, collate_skip_none
@@ -111,19 +112,6 @@ def predict(model, dataset: TopDownDataset, codec: HeatmapCodec, device, batch_s
             pred.scores[index] = score[i].numpy()
             pred.done[index] = True
     return pred
-
-
-def unflip_heatmaps(heatmaps: torch.Tensor, flip_index: list[int], stride: int) -> torch.Tensor:
-    """Heatmaps predicted on a mirrored crop, mapped back to the unmirrored crop.
-
-    The mirror sends input pixel x to W - 1 - x; with heatmap cell j at input pixel stride * j, reversing the
-    columns lands a peak (stride - 1) / stride of a cell to the left of where it belongs, so the maps are shifted
-    right by that much with linear interpolation (HRNet rounds this shift to a whole cell).
-    """
-    maps = heatmaps.flip(-1)[:, flip_index]
-    shift = (stride - 1) / stride
-    left = torch.cat([maps[..., :1], maps[..., :-1]], dim=-1)  # value one cell to the left (edge replicated)
-    return (1 - shift) * maps + shift * left
 
 
 def evaluate(model, dataset: TopDownDataset, scorer, codec: HeatmapCodec, device,

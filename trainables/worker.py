@@ -17,10 +17,8 @@ import torch
 from datasets.annotations import load_records
 from datasets.codec import HeatmapCodec
 from datasets.evaluation.splits import EvalSplit, load_eval_split  # noqa: F401  (importers use this path)
-from datasets.occlusion import RandomOccluders
 from datasets.meta import get as dataset_meta
-from datasets.skeletons import Skeleton
-from datasets.targeted import targeted_augmentation
+from datasets.occlusion import build_occlusions
 from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none
 from trainables.config import TrialConfig
 from trainables.engine import evaluate, heatmap_loss, train_one_epoch
@@ -64,16 +62,6 @@ class LocalReporter:
         log.info("epoch %s: %s", metrics["epoch"], json.dumps(metrics))
 
 
-def occlusion_transforms(cfg: TrialConfig, skeleton: Skeleton) -> list:
-    """Random occluders (p_occ) and a targeted augmentation, in that order; LJA is added by the dataset."""
-    occ, transforms = cfg.occ, []
-    if occ.p_occ > 0:
-        transforms.append(RandomOccluders(occ.p_occ, (1, occ.occluder_count_max),
-                                          (occ.occluder_area_min, occ.occluder_area_max),
-                                          label_removal=occ.label_removal))
-    if occ.targeted != "none":
-        transforms.append(targeted_augmentation(occ.targeted, skeleton, occ.targeted_p, occ.label_removal))
-    return transforms
 
 
 def build_model(cfg: TrialConfig):
@@ -152,19 +140,17 @@ def fit(cfg: TrialConfig, reporter) -> None:
     torch.manual_seed(cfg.runtime.seed)
     torch.set_num_threads(cfg.runtime.threads_per_worker or cfg.runtime.cpus_per_worker)
     skeleton = dataset_meta(cfg.data.dataset).skeleton
-    codec = HeatmapCodec((cfg.data.input_h, cfg.data.input_w), sigma=cfg.data.sigma, refine=cfg.data.decode)
+    codec = HeatmapCodec((cfg.data.input_h, cfg.data.input_w), sigma=cfg.data.sigma, decode=cfg.data.decode)
     device = reporter.device()
 
     data = cfg.data
     train_records = load_records(data.train_ann, data.train_images, skeleton)
     if data.max_train_samples:
         train_records = train_records[: data.max_train_samples]
-    lja = cfg.lja if cfg.lja.enabled else None
     augment = Augment(data.scale_factor, data.rotation, data.rotation_p, flip_p=data.flip_p,
                       half_body_p=data.half_body_p, photometric_p=data.photometric_p)
-    train_set = TopDownDataset(train_records, skeleton, codec, train=True, augment=augment, lja=lja,
-                               seed=cfg.runtime.seed, occlusions=occlusion_transforms(cfg, skeleton),
-                               siamese=cfg.oasnet.enabled)
+    train_set = TopDownDataset(train_records, skeleton, codec, train=True, augment=augment, seed=cfg.runtime.seed,
+                               occlusions=build_occlusions(cfg.lja, cfg.occ, skeleton), siamese=cfg.oasnet.enabled)
     sampler = None
     if reporter.world_size > 1:
         sampler = torch.utils.data.DistributedSampler(

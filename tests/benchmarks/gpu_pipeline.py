@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Throughput of the GPU augmentation path (datasets/gpu_augment.py), data included: JPEG bytes read and parameters
+"""Throughput of the GPU augmentation path (datasets/topdown/gpu.py), data included: JPEG bytes read and parameters
 drawn by DataLoader workers, then decode (nvjpeg on CUDA), affine crop, LJA and heatmaps for the whole batch on the
 device, then (for the training figure) SimpleBaseline's forward/backward/Adam step as trainables/engine.py runs it
 (bf16 autocast and channels_last on CUDA, the engine's "auto").
@@ -40,12 +40,13 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from datasets import gpu_augment as gpu  # noqa: E402
 from datasets.annotations import PersonRecord, load_records  # noqa: E402
-from datasets.codec import HeatmapCodec  # noqa: E402
-from datasets.occlusion import LJAConfig  # noqa: E402
+from datasets.occlusion import LJAConfig, OcclusionConfig, build_occlusions  # noqa: E402
 from datasets.skeletons import COCO17  # noqa: E402
-from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none  # noqa: E402
+from datasets.topdown import gpu  # noqa: E402
+from datasets.topdown.augment import Augment  # noqa: E402
+from datasets.topdown.codec import HeatmapCodec  # noqa: E402
+from datasets.topdown.dataset import TopDownDataset, collate_skip_none  # noqa: E402
 from trainables.engine import heatmap_loss  # noqa: E402
 from trainables.losses import keypoint_mse  # noqa: E402
 from trainables.models import create_model  # noqa: E402
@@ -75,14 +76,14 @@ def synthetic_records(directory: Path, images: int = 16, persons: int = 3) -> li
 
 def build_dataset(args, records, samples: int) -> TopDownDataset:
     records = list(records) * math.ceil(samples / len(records))
-    lja = None if args.no_lja else LJAConfig(0.15, 0.20, 1.0)
+    lja = LJAConfig(0.15, 0.20, 1.0, enabled=not args.no_lja)
     # HRNet's COCO recipe: scale 0.35, rotation 45 with p 0.6, flip 0.5, half-body 0.3.
     augment = Augment(scale_factor=0.35, rotation=45.0, rotation_p=0.6, flip_p=0.5, half_body_p=0.3)
     kwargs = {}
     if "fast" in inspect.signature(TopDownDataset).parameters:
         kwargs["fast"] = not args.cpu_full_decode
     return TopDownDataset(records[:samples], COCO17, HeatmapCodec(tuple(args.input)), train=True, augment=augment,
-                          lja=lja, seed=0, **kwargs)
+                          occlusions=build_occlusions(lja, OcclusionConfig(), COCO17), seed=0, **kwargs)
 
 
 def loader_of(dataset, args, collate):

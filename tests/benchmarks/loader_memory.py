@@ -39,10 +39,11 @@ import cv2  # noqa: E402
 import torch  # noqa: E402
 
 from datasets.annotations import PersonRecord, load_records  # noqa: E402
-from datasets.codec import HeatmapCodec  # noqa: E402
-from datasets.occlusion import LJAConfig  # noqa: E402
+from datasets.occlusion import LJAConfig, OcclusionConfig, build_occlusions  # noqa: E402
 from datasets.skeletons import COCO17  # noqa: E402
-from datasets.topdown_dataset import Augment, TopDownDataset, collate_skip_none  # noqa: E402
+from datasets.topdown.augment import Augment  # noqa: E402
+from datasets.topdown.codec import HeatmapCodec  # noqa: E402
+from datasets.topdown.dataset import TopDownDataset, collate_skip_none  # noqa: E402
 
 MIB = 2**20
 
@@ -125,8 +126,9 @@ def children() -> list[int]:
 
 def run_layout(layout: str, args, tmp: Path) -> dict:
     records, data = replicated_records(args.records, args.images, tmp / layout)
-    kwargs = dict(skeleton=COCO17, codec=HeatmapCodec((256, 192)), train=True, augment=Augment(), lja=LJAConfig(),
-                  cache_mb=args.cache_mb)
+    kwargs = dict(skeleton=COCO17, codec=HeatmapCodec((256, 192)), train=True,
+                  augment=Augment(scale_factor=0.25, rotation=30.0, rotation_p=0.6, flip_p=0.5),
+                  occlusions=build_occlusions(LJAConfig(), OcclusionConfig(), COCO17), cache_mb=args.cache_mb)
     if layout == "list":
         dataset = ListLayoutDataset(records, **kwargs)
     else:

@@ -27,19 +27,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from datasets.annotations import load_records  # noqa: E402
-from datasets.codec import HeatmapCodec  # noqa: E402
-from datasets.occlusion import LJAConfig, RandomOccluders  # noqa: E402
+from datasets.occlusion import LJAConfig, OcclusionConfig, RandomOccluders, build_occlusions  # noqa: E402
+from datasets.occlusion.targeted import TARGETED, targeted_augmentation  # noqa: E402
 from datasets.skeletons import COCO17  # noqa: E402
-from datasets.targeted import TARGETED, targeted_augmentation  # noqa: E402
-from datasets.topdown_dataset import Augment, TopDownDataset  # noqa: E402
+from datasets.topdown.augment import Augment  # noqa: E402
+from datasets.topdown.codec import HeatmapCodec  # noqa: E402
+from datasets.topdown.dataset import TopDownDataset  # noqa: E402
+
+AUGMENT = Augment(scale_factor=0.25, rotation=30.0, rotation_p=0.6, flip_p=0.5)  # scale 0.25, rotation 30 (p 0.6), flip
 
 
 def variants(records, codec):
     def make(**kwargs):
-        return TopDownDataset(records, COCO17, codec, train=True, augment=Augment(), **kwargs)
+        return TopDownDataset(records, COCO17, codec, train=True, augment=AUGMENT, **kwargs)
 
     yield "none", make()
-    yield "lja", make(lja=LJAConfig(0.15, 0.20, 1.0))
+    yield "lja", make(occlusions=build_occlusions(LJAConfig(0.15, 0.20, 1.0), OcclusionConfig(), COCO17))
     yield "occluders", make(occlusions=(RandomOccluders(p=1.0),))
     for name in TARGETED:
         yield name, make(occlusions=(targeted_augmentation(name, COCO17, p=1.0),))

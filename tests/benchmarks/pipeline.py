@@ -45,13 +45,14 @@ import torch  # noqa: E402
 import torchvision.transforms as T  # noqa: E402
 
 from datasets.annotations import load_records  # noqa: E402
-from datasets.codec import HeatmapCodec  # noqa: E402
-from datasets.occlusion import LJAConfig  # noqa: E402
+from datasets.occlusion import LJAConfig, OcclusionConfig, build_occlusions  # noqa: E402
 from datasets.skeletons import COCO17, MPII16  # noqa: E402
-from datasets.topdown import affine_matrix, transform_points  # noqa: E402
-from datasets.topdown_dataset import Augment, TopDownDataset, _normalise  # noqa: E402
+from datasets.topdown.augment import Augment  # noqa: E402
+from datasets.topdown.codec import HeatmapCodec, normalise  # noqa: E402
+from datasets.topdown.dataset import TopDownDataset  # noqa: E402
+from datasets.topdown.geometry import affine_matrix, transform_points  # noqa: E402
 
-AUGMENT = Augment()  # HRNet's scale 0.25 (here), rotation 30 with p 0.6, flip 0.5
+AUGMENT = Augment(scale_factor=0.25, rotation=30.0, rotation_p=0.6, flip_p=0.5)  # the setting BENCHMARKS.md measured
 LJA_PARAMS = LJAConfig(0.15, 0.20, 1.0)
 
 
@@ -297,7 +298,7 @@ def stage_times(records, codec: HeatmapCodec, skeleton, repeats: int) -> dict:
         "normalise_numpy_before": median_ms(each(lambda c: torch.from_numpy(
             ((c.astype(np.float32) - np.float32([123.675, 116.28, 103.53])) / np.float32([58.395, 57.12, 57.375]))
             .transpose(2, 0, 1)), crops), repeats) / n,
-        "normalise_ours": median_ms(each(_normalise, crops), repeats) / n,
+        "normalise_ours": median_ms(each(normalise, crops), repeats) / n,
         "heatmaps_generate_target": median_ms(each(ref.generate_target, labels), repeats) / n,
         "heatmaps_codec_encode_before": median_ms(each(lambda k, v: _encode_before(codec, k, v > 0), labels),
                                                   repeats) / n,
@@ -333,7 +334,8 @@ def main(argv=None) -> None:
         records, skeleton, codec, data = load_data(args, Path(tmp))
 
         def dataset(**kwargs):
-            return TopDownDataset(records, skeleton, codec, train=True, augment=AUGMENT, lja=LJA_PARAMS, **kwargs)
+            return TopDownDataset(records, skeleton, codec, train=True, augment=AUGMENT,
+                                  occlusions=build_occlusions(LJA_PARAMS, OcclusionConfig(), skeleton), **kwargs)
 
         warm = dataset()
         no_cache, no_reduce, fast_off = dataset(cache_mb=0), dataset(cache_mb=0, max_reduction=1), dataset(fast=False)

@@ -2,6 +2,7 @@
 
 Written by hand (the HRNet/SimpleBaseline convention; no library exposes it): the crop keeps the box's
 centre, pads it by `padding`, fixes its aspect ratio to the input's, and may be scaled/rotated for augmentation.
+Coordinates are pixels, x right / y down, 0-based; matrices are 2x3 float64 image -> crop unless told otherwise.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ class CropGeometry:
 
 
 def box_to_crop(bbox_xywh, input_hw: tuple[int, int], padding: float = 1.25) -> CropGeometry:
+    """The unaugmented crop of a person box (x, y, w, h): its centre, its size widened or heightened to the input's
+    aspect ratio (input_hw is (height, width)) and multiplied by `padding`."""
     x, y, w, h = (float(v) for v in bbox_xywh)
     center = np.array([x + w * 0.5, y + h * 0.5])
     aspect = input_hw[1] / input_hw[0]
@@ -56,9 +59,26 @@ def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def warp_image(image: np.ndarray, matrix: np.ndarray, output_hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear warp of an (H, W, C) image into (output_h, output_w, C); outside the image reads as 0."""
     return cv2.warpAffine(image, matrix, (output_hw[1], output_hw[0]), flags=cv2.INTER_LINEAR)
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine matrix to (..., 2) points."""
     return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def flip_matrix(width: int) -> np.ndarray:
+    """2x3 horizontal mirror of a crop `width` pixels wide (pixel x -> width - 1 - x, as cv2.flip)."""
+    return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0]])
+
+
+def box_corners(bbox_xywh) -> np.ndarray:
+    """(4, 2) float64 corners of an (x, y, w, h) box."""
+    x, y, w, h = bbox_xywh
+    return np.array([[x, y], [x + w, y], [x, y + h], [x + w, y + h]], dtype=np.float64)
+
+
+def bounds(points: np.ndarray) -> np.ndarray:
+    """(4,) x0, y0, x1, y1: the bounding box of (N, 2) points."""
+    return np.concatenate([points.min(axis=0), points.max(axis=0)])

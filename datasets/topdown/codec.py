@@ -1,0 +1,205 @@
+"""Heatmap codec: keypoints <-> Gaussian heatmaps, the single place coordinates change scale; plus the crop's
+normalisation and flip-test unflipping, the other two conventions a model's input and output share with it.
+
+Encode and decode live together (MMPose's codec idea) so their conventions cannot drift apart. The encoder has two
+back ends with one formula (`_gaussians`): numpy for the CPU pipeline (one sample, `HeatmapCodec.encode`) and torch
+for the device pipeline (a batch, `HeatmapCodec.encode_torch`, datasets/topdown/gpu.py); likewise `normalise` (one
+uint8 crop) and `normalise_batch` (a device batch) share IMAGENET_MEAN / IMAGENET_STD.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+DECODINGS = ("dark", "shift")  # the TrialConfig `data.decode` values
+
+# ImageNet statistics in 0..255 grey levels (the pretrained backbones' input convention), RGB order.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
+
+
+@dataclass(frozen=True, init=False)
+class HeatmapCodec:
+    """Keypoints in input pixels <-> (K, h, w) Gaussian heatmaps at 1/`stride` of the input (`input_hw` is
+    (height, width)); `sigma` in heatmap cells. `decode` picks the sub-pixel refinement: "dark" (DARK, Zhang et al.
+    2020) or "shift" (the quarter-cell shift); the same values as TrialConfig `data.decode`. ValueError otherwise.
+    The choice is kept as `decoding` (`decode` is the method)."""
+
+    input_hw: tuple[int, int]
+    sigma: float = 2.0
+    stride: int = 4
+    decoding: str = "dark"
+
+    def __init__(self, input_hw: tuple[int, int], sigma: float = 2.0, stride: int = 4, decode: str = "dark"):
+        if decode not in DECODINGS:
+            raise ValueError(f"unknown heatmap refinement {decode!r}; choose 'shift' or 'dark'")
+        for name, value in (("input_hw", tuple(input_hw)), ("sigma", sigma), ("stride", stride),
+                            ("decoding", decode)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def heatmap_hw(self) -> tuple[int, int]:
+        return self.input_hw[0] // self.stride, self.input_hw[1] // self.stride
+
+    def encode(self, keypoints: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """keypoints (K, 2) in input pixels, weights (K,) -> heatmaps (K, h, w) float32, target weights (K,).
+
+        A joint whose Gaussian centre falls outside the heatmap gets weight 0.
+        """
+        gy, gx, target_weight = _gaussians(np, keypoints, weights, self.heatmap_hw, self.stride, self.sigma,
+                                           dtype=np.float32)
+        # Separable: one (K, h, 1) x (K, 1, w) float32 outer product, no (K, h, w) float64 intermediate.
+        heatmaps = np.multiply(gy.astype(np.float32)[:, :, None], gx.astype(np.float32)[:, None, :])
+        return heatmaps, target_weight.astype(np.float32)
+
+    def encode_torch(self, keypoints: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode` for a batch on any device: keypoints (B, K, 2) in input pixels, weights (B, K) -> heatmaps
+        (B, K, h, w) float32, target weights (B, K) float32 on the keypoints' device. The same arithmetic as the
+        numpy back end (float64 Gaussians around the unrounded keypoint / stride, their float32 outer product), so
+        the two agree to float32 rounding (tests/test_gpu_augment.py)."""
+        keypoints = keypoints.to(torch.float64)
+        gy, gx, target_weight = _gaussians(torch, keypoints, weights.to(keypoints.device), self.heatmap_hw,
+                                           self.stride, self.sigma, dtype=torch.float64, device=keypoints.device)
+        heatmaps = gy.float()[..., :, None] * gx.float()[..., None, :]
+        return heatmaps, target_weight.float()
+
+    def encode_occlusion(self, keypoints: np.ndarray, occluded: np.ndarray) -> np.ndarray:
+        """OASNet's occlusion-heatmap target (h, w): the occluded joints' Gaussians summed and clamped to 1."""
+        gaussians, _ = self.encode(keypoints, np.asarray(occluded, np.float32))
+        return np.minimum(gaussians.sum(axis=0), 1.0).astype(np.float32)
+
+    def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """heatmaps (N, K, h, w) -> keypoints (N, K, 2) in input pixels, scores (N, K).
+
+        "shift": argmax plus the classic quarter-pixel shift towards the higher neighbour.
+        "dark": argmax refined by DARK (Zhang et al. 2020): a second-order Taylor step on the
+        log of the Gaussian-smoothed heatmap, which recovers sub-pixel maxima of low-resolution heatmaps.
+        """
+        if self.decoding == "dark":
+            return self._decode_dark(heatmaps)
+        n, k, h, w = heatmaps.shape
+        flat = heatmaps.reshape(n, k, -1)
+        scores, idx = flat.max(dim=-1)
+        x = (idx % w).float()
+        y = torch.div(idx, w, rounding_mode="floor").float()
+        xi, yi = x.long(), y.long()
+        hm = heatmaps.reshape(n * k, h, w)
+        rows = torch.arange(n * k)
+        xi_f, yi_f = xi.reshape(-1), yi.reshape(-1)
+        right = hm[rows, yi_f, (xi_f + 1).clamp(max=w - 1)]
+        left = hm[rows, yi_f, (xi_f - 1).clamp(min=0)]
+        down = hm[rows, (yi_f + 1).clamp(max=h - 1), xi_f]
+        up = hm[rows, (yi_f - 1).clamp(min=0), xi_f]
+        interior_x = (xi_f > 0) & (xi_f < w - 1)
+        interior_y = (yi_f > 0) & (yi_f < h - 1)
+        dx = torch.where(interior_x, torch.sign(right - left), torch.zeros_like(right)) * 0.25
+        dy = torch.where(interior_y, torch.sign(down - up), torch.zeros_like(down)) * 0.25
+        coords = torch.stack([x + dx.reshape(n, k), y + dy.reshape(n, k)], dim=-1) * self.stride
+        return coords, scores
+
+    def _decode_dark(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, k, h, w = heatmaps.shape
+        flat = heatmaps.reshape(n, k, -1)
+        scores, idx = flat.max(dim=-1)
+        x = (idx % w).float()
+        y = torch.div(idx, w, rounding_mode="floor").float()
+        logmap = torch.log(_modulate(heatmaps.float(), self.sigma).clamp(min=1e-10))
+        # Pad by 2 so the second differences exist at every argmax; replicate keeps borders flat.
+        padded = torch.nn.functional.pad(logmap.reshape(n * k, 1, h, w), (2, 2, 2, 2), mode="replicate")[:, 0]
+        rows = torch.arange(n * k)
+        px, py = x.long().reshape(-1) + 2, y.long().reshape(-1) + 2
+
+        def at(dy: int, dx: int) -> torch.Tensor:
+            return padded[rows, py + dy, px + dx]
+
+        center = at(0, 0)
+        dx = 0.5 * (at(0, 1) - at(0, -1))
+        dy = 0.5 * (at(1, 0) - at(-1, 0))
+        dxx = 0.25 * (at(0, 2) - 2 * center + at(0, -2))
+        dyy = 0.25 * (at(2, 0) - 2 * center + at(-2, 0))
+        dxy = 0.25 * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
+        det = dxx * dyy - dxy**2
+        ok = det.abs() > 1e-12
+        safe = torch.where(ok, det, torch.ones_like(det))
+        off_x = torch.where(ok, -(dyy * dx - dxy * dy) / safe, torch.zeros_like(det))
+        off_y = torch.where(ok, -(dxx * dy - dxy * dx) / safe, torch.zeros_like(det))
+        # A Newton step longer than a cell means the local quadratic model is wrong: keep the argmax there.
+        sane = (off_x.abs() <= 1) & (off_y.abs() <= 1)
+        off_x, off_y = off_x * sane, off_y * sane
+        coords = torch.stack([x + off_x.reshape(n, k), y + off_y.reshape(n, k)], dim=-1) * self.stride
+        return coords, scores
+
+
+def _modulate(heatmaps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """DARK's distribution modulation: Gaussian-blur each map, then rescale it to its original maximum."""
+    n, k, h, w = heatmaps.shape
+    radius = int(math.ceil(3 * sigma))
+    coords = torch.arange(-radius, radius + 1, dtype=heatmaps.dtype)
+    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    maps = heatmaps.reshape(n * k, 1, h, w)
+    padded = torch.nn.functional.pad(maps, (radius, radius, radius, radius), mode="replicate")
+    blurred = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1))
+    blurred = torch.nn.functional.conv2d(blurred, kernel.view(1, 1, -1, 1)).reshape(n, k, h, w)
+    original_max = heatmaps.amax(dim=(2, 3), keepdim=True)
+    blurred_max = blurred.amax(dim=(2, 3), keepdim=True).clamp(min=1e-10)
+    return blurred * original_max / blurred_max
+
+
+def _gaussians(xp, keypoints, weights, heatmap_hw: tuple[int, int], stride: int, sigma: float, **arange):
+    """The encoder's one formula, for numpy or torch (`xp`): keypoints (..., K, 2) in input pixels -> the separable
+    Gaussians gy (..., K, h) and gx (..., K, w) around keypoint / stride, and the target weight (..., K) bool:
+    weight > 0 and the centre on the map. A zero-weight joint's gy is zero, so its map is zero."""
+    h, w = heatmap_hw
+    centers = keypoints / stride
+    cx, cy = centers[..., 0:1], centers[..., 1:2]
+    inside = (cx[..., 0] >= 0) & (cx[..., 0] <= w - 1) & (cy[..., 0] >= 0) & (cy[..., 0] <= h - 1)
+    target_weight = (weights > 0) & inside
+    gx = xp.exp(-((xp.arange(w, **arange) - cx) ** 2) / (2 * sigma**2))
+    gy = xp.exp(-((xp.arange(h, **arange) - cy) ** 2) / (2 * sigma**2)) * target_weight[..., None]
+    return gy, gx, target_weight
+
+
+def unflip_heatmaps(heatmaps: torch.Tensor, flip_index: list[int], stride: int) -> torch.Tensor:
+    """Heatmaps (N, K, h, w) predicted on a mirrored crop, mapped back to the unmirrored crop (flip test).
+
+    The mirror sends input pixel x to W - 1 - x; with heatmap cell j at input pixel stride * j, reversing the
+    columns lands a peak (stride - 1) / stride of a cell to the left of where it belongs, so the maps are shifted
+    right by that much with linear interpolation (HRNet rounds this shift to a whole cell). `flip_index` is the
+    skeleton's left/right permutation.
+    """
+    maps = heatmaps.flip(-1)[:, flip_index]
+    shift = (stride - 1) / stride
+    left = torch.cat([maps[..., :1], maps[..., :-1]], dim=-1)  # value one cell to the left (edge replicated)
+    return (1 - shift) * maps + shift * left
+
+
+_CPU = torch.device("cpu")
+
+
+@lru_cache(maxsize=8)
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """IMAGENET_MEAN and IMAGENET_STD as (3, 1, 1) float32 tensors on `device` (broadcast over a batch too)."""
+    return (torch.from_numpy(IMAGENET_MEAN).view(3, 1, 1).to(device),
+            torch.from_numpy(IMAGENET_STD).view(3, 1, 1).to(device))
+
+
+def normalise(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB crop -> contiguous (3, H, W) float32 (x - mean) / std: the same float32 values as
+    numpy's (image - mean) / std, with one uint8 transpose and two in-place passes instead of four float
+    temporaries."""
+    mean, std = _mean_std(_CPU)
+    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    return chw.float().sub_(mean).div_(std)
+
+
+def normalise_batch(crops: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """(B, 3, H, W) float crops in grey levels -> (crop - mean) / std on their device, the same float32
+    arithmetic as `normalise`, optionally in NHWC memory."""
+    mean, std = _mean_std(crops.device)
+    out = (crops - mean) / std
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
