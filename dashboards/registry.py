@@ -29,7 +29,7 @@ def existing_version(client: MlflowClient, name: str, run_id: str):
 
 def load_trial_model(client: MlflowClient, run_id: str):
     """(model in eval mode, TrialConfig) from the trial's best checkpoint artifacts."""
-    from search.robustness import fetch_checkpoint
+    from search.stores import fetch_checkpoint
     from trainables.worker import load_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -40,18 +40,17 @@ def input_example(cfg):
     """One real evaluation crop, normalised as the model sees it (1, 3, H, W); zeros if the split is unreadable."""
     import numpy as np
 
+    from datasets import meta
     from datasets.codec import HeatmapCodec
-    from datasets.layouts import get_dataset
     from datasets.metrics import quiet
-    from datasets.skeletons import get_skeleton
     from datasets.topdown_dataset import TopDownDataset
     from trainables.worker import load_eval_split
 
     data = cfg.data
     try:
-        skeleton = get_skeleton(data.dataset)
+        skeleton = meta.get(data.dataset).skeleton
         with quiet():
-            split = load_eval_split(get_dataset(data.dataset).protocol, data.val_ann, data.val_images, skeleton, 1,
+            split = load_eval_split(meta.get(data.dataset).protocol, data.val_ann, data.val_images, skeleton, 1,
                                     gt_mat=data.val_gt, visibility_splits=False)
         codec = HeatmapCodec((data.input_h, data.input_w), sigma=data.sigma, refine=data.decode)
         return TopDownDataset(split.records, skeleton, codec, train=False)[0]["image"][None].numpy()
