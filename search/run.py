@@ -21,10 +21,7 @@ from pathlib import Path
 from datasets.meta import DATASETS
 from search.spaces import ALIASES, SPACES, canonical
 from search.stores import DEFAULT_STORAGE_PATH, default_optuna_storage, experiment_dir, run_registry_path
-# The Tune side moved to search/tuner.py; these names stay importable from here for existing callers.
-from search.tuner import (DRIVER_MEMORY_BYTES, HEAD_NODE_RESOURCE, RESUMED_SETTINGS, make_scheduler,  # noqa: F401
-                          make_searcher, make_trial_driver, pareto_front, record_settings, restore_settings,
-                          run_search, search_finished, short_trial_name)
+from search.tuner import record_settings, restore_settings, run_search, search_finished
 
 
 @dataclass(frozen=True)

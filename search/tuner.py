@@ -2,8 +2,10 @@
 scheduler, the Tuner that runs them, the settings a `--resume` restores, and the end-of-search summary.
 
 search/run.py parses the command line and calls `run_search`. Tune pickles the trainable, the searcher (with its
-define function from search/spaces.py) and the callbacks (search/tracking.py) into the experiment state; the
-trainable is handed in again on restore, the others are found by their import paths.
+define function from search/spaces.py), the callbacks (search/tracking.py) and `short_trial_name` into the
+experiment state; the trainable is handed in again on restore, the others are found by their import paths, which
+therefore stay as they are. (Experiments made while this code lived in search/run.py, run as a script, hold
+`short_trial_name` by value: they need nothing from here.)
 """
 from __future__ import annotations
 
