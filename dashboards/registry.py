@@ -12,8 +12,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from dashboards.search_data import Search, Trial
+from search.stores import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def existing_version(client: MlflowClient, name: str, run_id: str):
