@@ -1,1 +1,2 @@
-"""Reading results back: the MLflow UI launcher now; HTML reports with the cluster and dashboards issue."""
+"""Reading results back: report.py (search_data -> tables, figures; registry: best model -> Model Registry) and
+ui.py (the MLflow UI and optuna-dashboard on the stores search/stores.py names)."""

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dashboards.search_data import Search  # noqa: E402
+from dashboards.search_data import CURVE_METRICS, Search  # noqa: E402
 
 
 # Tune's OptunaSearch tells the study each trial's last reported result, not its best epoch as the tables use.
@@ -97,7 +97,7 @@ def importance(study, search: Search, out: Path) -> Figure:
 
 def learning_curves(search: Search, out: Path) -> Figure:
     title = "Learning curves"
-    metrics = [m for m in (search.metric, search.clean_metric(), "train/loss") if m]
+    metrics = [m for m in (search.metric, search.clean_metric(), *CURVE_METRICS) if m]
     metrics = list(dict.fromkeys(m for m in metrics if any(m in t.history for t in search.trials)))
     if not metrics:
         return Figure("learning", title, None, "no trial has logged an epoch yet")

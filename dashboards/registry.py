@@ -12,8 +12,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from dashboards.search_data import Search, Trial
+from search.stores import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def existing_version(client: MlflowClient, name: str, run_id: str):
@@ -29,7 +29,7 @@ def existing_version(client: MlflowClient, name: str, run_id: str):
 
 def load_trial_model(client: MlflowClient, run_id: str):
     """(model in eval mode, TrialConfig) from the trial's best checkpoint artifacts."""
-    from search.robustness import fetch_checkpoint
+    from search.stores import fetch_checkpoint
     from trainables.worker import load_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:

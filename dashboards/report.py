@@ -8,7 +8,8 @@ the best trial's model registered in the MLflow Model Registry under the experim
 Tables: the best trial against the paper-default and no-occlusion baselines (clean and occluded columns), LJA's
 quantity x size grid, the λ-schedule table and the mimic-loss comparison (each where the search explored it).
 Figures: parallel coordinates and fANOVA parameter importance (Optuna), learning curves, robustness curves. The
-best and paper-default trials are attacked with search/robustness.py first unless they already were.
+best and paper-default trials are attacked (trainables/robustness.py, as search/robustness.py does) first unless
+they already were.
 """
 from __future__ import annotations
 
@@ -21,11 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from search.tracking import DEFAULT_TRACKING_URI  # noqa: E402
+from search.stores import REPORTS_DIR, tracking_uri
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--experiment", required=True, help="the search's MLflow experiment (search/run.py --experiment)")
     p.add_argument("--out", type=Path, help="output directory (default reports/EXPERIMENT)")
-    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    p.add_argument("--tracking-uri", default=tracking_uri())
     p.add_argument("--optuna-storage", help="the study's storage (default: the parent run's optuna_storage param)")
     p.add_argument("--baseline-run", help="MLflow run of a model trained without occlusion, for the comparison "
                    "table when the search itself has no such trial")
@@ -47,22 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def attack_trials(search, args) -> list[str]:
-    """search/robustness.py on the best and paper-default trials that have no robustness results yet."""
-    from search import robustness
+def attack_trials(client, search, args) -> list[str]:
+    """The robustness sweep (trainables/robustness.py, as search/robustness.py runs it) on the best and
+    paper-default trials that have no robustness results yet, logged to their runs."""
+    from search.stores import fetch_checkpoint
+    from search.tracking import log_robustness
+    from trainables import robustness
 
+    attacks = [name for name in args.attacks.split(",") if name]
+    radii = [float(r) for r in args.radii.split(",") if r]
     attacked, targets = [], {t.run_id: t for t in (search.best(finished_only=True), search.paper_default())
                              if t is not None and t.status == "FINISHED"}
     for trial in targets.values():
         if any(name.startswith("robustness/clean/") for name in trial.robustness):
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            code = robustness.main(["--run-id", trial.run_id, "--attacks", args.attacks, "--radii", args.radii,
-                                    "--no-per-keypoint", "--max-samples", str(args.robustness_max_samples),
-                                    "--out", tmp])
-        if code != 0:
-            raise ValueError(f"search/robustness.py failed on trial {trial.name} (run {trial.run_id}); rerun with "
-                             "--no-robustness to skip the attacks")
+            try:
+                checkpoint = fetch_checkpoint(trial.run_id, Path(tmp), client)
+                result, files = robustness.attack(checkpoint, attacks, radii, out=Path(tmp) / "robustness",
+                                                  per_keypoint=False, max_samples=args.robustness_max_samples)
+                log_robustness(result, files, trial.run_id, search.experiment, checkpoint, client)
+            except ValueError as err:
+                raise ValueError(f"the robustness sweep failed on trial {trial.name} (run {trial.run_id}): {err}; "
+                                 "rerun with --no-robustness to skip the attacks") from err
+            print((Path(tmp) / "robustness" / "robustness.md").read_text(), flush=True)
         attacked.append(trial.name)
     return attacked
 
@@ -123,18 +128,18 @@ def build_report(args) -> dict:
     from dashboards.search_data import load_search, trial_from_run
     from dashboards.tables import all_tables
 
-    # search/robustness.py and mlflow.pytorch use the default client: point it at the same store.
+    # mlflow.pytorch uses the default client: point it at the same store.
     os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(args.tracking_uri)
     search = load_search(client, args.experiment)
     if not search.scored():
         raise ValueError(f"experiment {args.experiment!r}: no trial has logged {search.metric} yet")
-    out = args.out or REPO_ROOT / "reports" / args.experiment
+    out = args.out or REPORTS_DIR / args.experiment
     out.mkdir(parents=True, exist_ok=True)
 
     study, study_note = load_study(search, args.optuna_storage)  # before anything is written: it may be absent
-    attacked = attack_trials(search, args) if args.robustness else []
+    attacked = attack_trials(client, search, args) if args.robustness else []
     if attacked:
         search = load_search(client, args.experiment)
     model, model_error, registrable = None, None, search.best(finished_only=True)

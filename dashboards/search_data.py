@@ -9,14 +9,25 @@ from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
 
-from search.spaces import SPACES
-from search.tracking import ROLE_TAG
+from datasets.meta import DATASETS, VISIBILITY_SPLITS, metric_name
+from search.spaces import SPACES, canonical
+from search.tracking import MAIN_KEYS, ROLE_TAG
+
+
+def _occluded_metrics(key: str) -> list[str]:
+    """An occluded split's `key` where some dataset has one, then `key` on the occluded and visible joints."""
+    occluded_split = any(meta.has_val_occ and meta.main_key == key for meta in DATASETS.values())
+    return ([metric_name("val_occ", key)] if occluded_split else []) + [
+        metric_name("val", key, visibility) for visibility in VISIBILITY_SPLITS]
+
 
 # The columns of the papers' tables: clean accuracy, then accuracy under occlusion (an occluded split, or the
 # occluded / visible joints of the clean split). The first present of each group is "the" clean/occluded number.
-CLEAN_METRICS = ("val/AP", "val/PCKh_0.5")
-OCCLUDED_METRICS = ("val_occ/AP", "val/O/AP", "val/NO/AP", "val/O/PCKh_0.5", "val/NO/PCKh_0.5")
+CLEAN_METRICS = tuple(metric_name("val", key) for key in MAIN_KEYS)  # val/AP, val/PCKh_0.5
+# val_occ/AP, val/O/AP, val/NO/AP, val/O/PCKh_0.5, val/NO/PCKh_0.5
+OCCLUDED_METRICS = tuple(name for key in MAIN_KEYS for name in _occluded_metrics(key))
 CURVE_METRICS = ("train/loss",)
+METHOD_PARAM = "search.method"  # the --space all search's top-level choice
 
 
 def parse_param(text: str):
@@ -75,11 +86,12 @@ class Search:
 
     @property
     def space(self) -> str:
-        return self.parent_params.get("space", "")
+        """The space's current name (a search stored under an old name, `pocc` or `tilting`, reads as the new)."""
+        return canonical(self.parent_params.get("space", ""))
 
     @property
     def metric(self) -> str:
-        return self.parent_params.get("metric", "val_occ/AP")
+        return self.parent_params.get("metric") or DATASETS.get(self.dataset, DATASETS["synthetic"]).occluded_metric
 
     @property
     def dataset(self) -> str:
@@ -135,6 +147,8 @@ def trial_from_run(client: MlflowClient, run, metrics=None) -> Trial:
     trial = Trial(run_id=run.info.run_id, name=run.info.run_name or run.data.tags.get("trial_id", ""),
                   trial_id=run.data.tags.get("trial_id", ""), status=run.info.status,
                   params={k: parse_param(v) for k, v in run.data.params.items()})
+    if isinstance(trial.params.get(METHOD_PARAM), str):  # old method names read as the current ones
+        trial.params[METHOD_PARAM] = canonical(trial.params[METHOD_PARAM])
     for name in run.data.metrics:
         robustness = name.startswith("robustness/")
         if robustness or metrics is None or name in metrics:

@@ -6,6 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from dashboards.search_data import OCCLUDED_METRICS, Search, Trial
+from datasets.meta import DATASETS
+from search.spaces import lja_paper_point
 
 SEARCHED_PREFIXES = ("lja.", "loss.", "occ.", "oasnet.", "model.name", "search.method")
 GRID_STEP = 0.05  # the LJA paper's grid spacing; searched ratios are binned to it
@@ -36,7 +38,8 @@ def varying_params(search: Search) -> set[str]:
 
 def occluded_metrics(search: Search) -> list[str]:
     """The occluded-side columns in the clean metric's own family (AP beside AP, PCKh beside PCKh)."""
-    family = (search.clean_metric() or "/AP").rsplit("/", 1)[-1]
+    clean = search.clean_metric()
+    family = clean.rsplit("/", 1)[-1] if clean else DATASETS.get(search.dataset, DATASETS["synthetic"]).main_key
     return [m for m in search.metrics_present(OCCLUDED_METRICS) if m.endswith("/" + family)]
 
 
@@ -90,7 +93,9 @@ def lja_grid(search: Search) -> Table | None:
     for q in sorted({q for q, _ in cells}):
         table.rows.append([f"{q:.2f}"] + [f"{max(cells[q, s]):.4f} ({len(cells[q, s])})" if cells.get((q, s))
                                           else "" for s in sizes])
-    table.note = f"Searched ratios are binned to the nearest {GRID_STEP:g}; the paper's point is 0.15 × 0.20."
+    paper = lja_paper_point()
+    table.note = (f"Searched ratios are binned to the nearest {GRID_STEP:g}; the paper's point is "
+                  f"{paper['lja.quantity_ratio']:.2f} × {paper['lja.size_ratio']:.2f}.")
     return table
 
 

@@ -24,8 +24,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-HOST = "127.0.0.1"
+from search.stores import MLFLOW_UI_PORT, OPTUNA_UI_PORT, mlflow_ui_args, optuna_ui_args, tracking_uri
+from search.stores import UI_HOST as HOST
+# optuna.db beside a sqlite MLflow store, where search/run.py puts the study by default, if it is there.
+from search.stores import existing_optuna_storage as default_optuna_storage
+
 # MLflow's job runner (a pool of huey consumers) serves GenAI features - trace scoring, issue detection - that this
 # project never uses; left on, it doubles the UI's start time on a small machine. The environment can still enable it.
 UI_ENV_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -33,8 +36,7 @@ UI_ENV_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 def ui_command(uri: str, port: int, workers: int | None = None) -> list[str]:
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    command = [mlflow, "ui", "--backend-store-uri", uri, "--host", HOST, "--port", str(port)]
-    return command + (["--workers", str(workers)] if workers else [])
+    return [mlflow, *mlflow_ui_args(uri, port)] + (["--workers", str(workers)] if workers else [])
 
 
 def ui_env() -> dict[str, str]:
@@ -93,24 +95,16 @@ def start_mlflow_ui(uri: str, port: int, log_path: Path, workers: int = 1, timeo
 
 def optuna_command(storage: str, port: int) -> list[str]:
     dashboard = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
-    return [dashboard, storage, "--host", HOST, "--port", str(port), "--quiet"]
-
-
-def default_optuna_storage(uri: str) -> str | None:
-    """optuna.db beside a sqlite MLflow store, where search/run.py puts the study by default, if it is there."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///")).resolve().parent / "optuna.db"
-        return f"sqlite:///{path}" if path.exists() else None
-    return None
+    return [dashboard, *optuna_ui_args(storage, port)]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--tracking-uri", default=tracking_uri())
+    parser.add_argument("--port", type=int, default=MLFLOW_UI_PORT)
     parser.add_argument("--optuna-storage", help="the searches' Optuna storage (default: optuna.db beside a "
                         "sqlite tracking store, if present)")
-    parser.add_argument("--optuna-port", type=int, default=8080)
+    parser.add_argument("--optuna-port", type=int, default=OPTUNA_UI_PORT)
     parser.add_argument("--no-optuna", dest="optuna", action="store_false", help="start the MLflow UI only")
     parser.add_argument("--logs", type=Path, default=Path(".cache/ui"), help="where the servers' output goes")
     args = parser.parse_args(argv)

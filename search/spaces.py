@@ -1,11 +1,24 @@
-"""Search spaces as Optuna define-by-run functions over flat TrialConfig keys, each with the paper's point."""
+"""Search spaces as Optuna define-by-run functions over flat TrialConfig keys, each with the paper's point.
+
+Tune pickles the searcher, and with it the define function, into every experiment checkpoint: the functions and
+GridDefine keep their names and this module its path, and renamed spaces keep their old names as aliases
+(`pocc` -> `occluders`, `tilting` -> `targeted`), so experiments made before a rename still `--resume`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
 from datasets.targeted import TARGETED
+from trainables.config import LJAConfig
 from trainables.losses import MIMIC_LOSSES, SCHEDULES
+
+
+def lja_paper_point() -> dict:
+    """The LJA paper's point (quantity 0.15, size 0.20, p 1) as flat TrialConfig keys, read from LJAConfig's
+    defaults, where it is written once."""
+    default = LJAConfig()
+    return {"lja.quantity_ratio": default.quantity_ratio, "lja.size_ratio": default.size_ratio, "lja.p": default.p}
 
 
 def lja_space(trial) -> None:
@@ -33,22 +46,28 @@ def oasnet_space(trial) -> None:
     trial.suggest_float("oasnet.lambda_o", 0.1, 10.0, log=True)
 
 
-POCC_MODELS = ("simplebaseline_r18", "simplebaseline_r50", "hrnet_w32", "vitpose_b")
+OCCLUDER_MODELS = ("simplebaseline_r18", "simplebaseline_r50", "hrnet_w32", "vitpose_b")
+POCC_MODELS = OCCLUDER_MODELS  # the name before the rename
 
 
-def pocc_space(trial) -> None:
+def occluders_space(trial) -> None:
     """How many training samples get random occluders (p_occ), how large they are, and on which model."""
     trial.suggest_float("occ.p_occ", 0.0, 1.0)
     trial.suggest_float("occ.occluder_area_max", 0.05, 0.4)
-    trial.suggest_categorical("model.name", POCC_MODELS)
+    trial.suggest_categorical("model.name", OCCLUDER_MODELS)
 
 
-def tilting_space(trial) -> None:
+def targeted_space(trial) -> None:
     """The augmentation paper's targeted augmentations: which one, with label removal or not, how often."""
     kind = trial.suggest_categorical("occ.targeted", ("none",) + TARGETED)
     if kind != "none":
         trial.suggest_categorical("occ.label_removal", [True, False])
         trial.suggest_float("occ.targeted_p", 0.1, 1.0)
+
+
+# The names before the rename: searchers pickled by experiments made then refer to these.
+pocc_space = occluders_space
+tilting_space = targeted_space
 
 
 @dataclass(frozen=True)
@@ -94,10 +113,7 @@ SPACES = {
     "lja": Space(
         name="lja",
         define=lja_space,
-        paper_points=({
-            "lja.quantity_ratio": 0.15, "lja.size_ratio": 0.20, "lja.p": 1.0,
-            "loss.schedule": "step", "loss.lambda_max": 0.25, "loss.step_at": 0.5,
-        },),
+        paper_points=({**lja_paper_point(), "loss.schedule": "step", "loss.lambda_max": 0.25, "loss.step_at": 0.5},),
         fixed={"lja.enabled": True, "loss.structure": True},
         # The LJA paper's quantity x size table.
         grid={"lja.quantity_ratio": [0.05, 0.10, 0.15, 0.20, 0.25], "lja.size_ratio": [0.10, 0.15, 0.20, 0.25, 0.30]},
@@ -109,40 +125,57 @@ SPACES = {
         define=oasnet_space,
         paper_points=({"oasnet.mimic": "l2", "oasnet.detach": True, "oasnet.lambda_mimic": 1e-2,
                        "oasnet.lambda_o": 1.0},),
-        fixed={"oasnet.enabled": True, "lja.enabled": True, "lja.quantity_ratio": 0.15, "lja.size_ratio": 0.20,
-               "lja.p": 1.0, "loss.structure": False},
+        fixed={"oasnet.enabled": True, "lja.enabled": True, **lja_paper_point(), "loss.structure": False},
         grid={"oasnet.mimic": list(MIMIC_LOSSES), "oasnet.detach": [True, False]},
     ),
-    "pocc": Space(
-        name="pocc",
-        define=pocc_space,
+    "occluders": Space(
+        name="occluders",
+        define=occluders_space,
         paper_points=({"occ.p_occ": 0.5, "occ.occluder_area_max": 0.15, "model.name": "simplebaseline_r18"},),
         fixed={"lja.enabled": False, "loss.structure": False},
         grid={"occ.p_occ": [0.0, 0.25, 0.5, 0.75, 1.0]},
     ),
     # The plain model first: the augmentations are judged against it.
-    "tilting": Space(
-        name="tilting",
-        define=tilting_space,
+    "targeted": Space(
+        name="targeted",
+        define=targeted_space,
         paper_points=({"occ.targeted": "none"},),
         fixed={"lja.enabled": False, "loss.structure": False},
         grid={"occ.targeted": ["none", *TARGETED], "occ.label_removal": [False, True]},
     ),
 }
 METHODS = tuple(SPACES)
+# Old space (and `search.method`) names, still accepted wherever a name is read: --space, stored experiments.
+ALIASES = {"pocc": "occluders", "tilting": "targeted"}
+LEGACY_METHODS = ("lja", "oasnet", "pocc", "tilting")  # `search.method`'s choices before the rename
 
 
-def all_space(trial) -> dict:
-    """The union: the method is the top-level choice, then its own space; its fixed settings come back as
-    constants so each trial switches on exactly its method."""
-    method = trial.suggest_categorical("search.method", METHODS)
+def canonical(name: str) -> str:
+    """The current name of a space or method given by either name (`pocc` -> `occluders`); others unchanged."""
+    return ALIASES.get(name, name)
+
+
+def _method_then_its_space(trial, methods: tuple[str, ...]) -> dict:
+    method = canonical(trial.suggest_categorical("search.method", methods))
     SPACES[method].define(trial)
     return {**SPACES[method].fixed}
 
 
+def methods_space(trial) -> dict:
+    """The union: the method is the top-level choice, then its own space; its fixed settings come back as
+    constants so each trial switches on exactly its method."""
+    return _method_then_its_space(trial, METHODS)
+
+
+def all_space(trial) -> dict:
+    """`methods_space` under the old method names, for `--space all` experiments made before the rename: their
+    pickled searcher calls this, and their Optuna study only accepts the categorical choices it already holds."""
+    return _method_then_its_space(trial, LEGACY_METHODS)
+
+
 SPACES["all"] = Space(
     name="all",
-    define=all_space,
+    define=methods_space,
     paper_points=tuple({"search.method": m, **SPACES[m].paper_points[0]} for m in METHODS),
     fixed={},
 )

@@ -5,10 +5,8 @@ one writer best) and run ids live in one file beside the experiment state, ready
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -18,15 +16,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+from datasets.meta import DATASETS, SPLITS, metric_name
+from search.journal import RunRegistry, Spool  # noqa: F401  (were defined here)
+# Store locations live in search/stores.py; these names stay importable from here for existing callers.
+from search.stores import BEST_CHECKPOINT, CHECKPOINT_FILES, DEFAULT_TRACKING_URI, artifact_location  # noqa: F401
+from search.stores import mlflow_ui_command, tracking_uri  # noqa: F401
+
 LOGGED_EXTRA_METRICS = ("epoch_time_s",)
 STEP_MARKER_METRIC = "epoch_time_s"  # logged with every epoch; its history says which epochs a run has
-ARTIFACT_FILES = ("model.pt", "trial_config.json")
+ARTIFACT_FILES = CHECKPOINT_FILES
 ROLE_TAG = "occpose.role"  # "parent" or "trial": how a resume finds runs the registry never heard of
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+MAIN_KEYS = tuple(dict.fromkeys(meta.main_key for meta in DATASETS.values()))  # ("AP", "PCKh_0.5")
+# Each evaluation split's main metric (val/AP, val_occ/AP, val/PCKh_0.5, ...): the progress line and the summary
+# show those a trial reports.
+HEADLINE_METRICS = tuple(metric_name(split, key) for key in MAIN_KEYS for split in SPLITS)
 
 
 def git_commit() -> str:
@@ -41,12 +44,8 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    # sqlite stores need an explicit artifact root; keep artifacts beside the database.
-    artifact_root = None
-    uri = client.tracking_uri
-    if uri.startswith("sqlite:///"):
-        artifact_root = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=artifact_root)
+    # sqlite stores need an explicit artifact root (search/stores.py).
+    return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
 
 
 def epoch_metrics(result: dict) -> dict[str, float]:
@@ -59,30 +58,6 @@ def epoch_metrics(result: dict) -> dict[str, float]:
             if key != "checkpoint_path" and math.isfinite(value):
                 out[key] = float(value)
     return out
-
-
-class RunRegistry:
-    """trial_id -> MLflow run id, the parent run id, the search settings and each trial's best epoch, kept as
-    JSON beside the experiment state. Every edit re-reads the file first, so several holders (the driver and a
-    restored callback) never overwrite each other's entries."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def read(self) -> dict:
-        data = json.loads(self.path.read_text()) if self.path.exists() else {}
-        for key, empty in (("parent", None), ("trials", {}), ("best", {}), ("settings", {})):
-            data.setdefault(key, empty)
-        return data
-
-    @contextlib.contextmanager
-    def editing(self):
-        data = self.read()
-        yield data
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.path)
 
 
 class SearchTracker:
@@ -170,7 +145,7 @@ class SearchTracker:
             if checkpoint and Path(checkpoint).is_dir():
                 for name in ARTIFACT_FILES:
                     if (Path(checkpoint) / name).exists():
-                        self.client.log_artifact(run_id, str(Path(checkpoint) / name), "best_checkpoint")
+                        self.client.log_artifact(run_id, str(Path(checkpoint) / name), BEST_CHECKPOINT)
             elif checkpoint:
                 self.client.set_tag(run_id, "best_checkpoint_missing", checkpoint)
         self.client.log_dict(run_id, final_metrics, "final_metrics.json")
@@ -198,34 +173,6 @@ class SearchTracker:
         trials = self.registry.read()["trials"]
         for tid in self.running_trials():
             self.client.set_terminated(trials[tid], status="KILLED")
-
-
-class Spool:
-    """Tracking operations not yet in MLflow, as a JSON-lines file beside the registry.
-
-    Every callback appends its operation here first and then flushes the file in order, stopping at the first
-    operation MLflow refuses (the server is down): nothing is lost while the tracking server is away, and what was
-    queued arrives when it returns - in this process or, after a crash, in the resumed one."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-
-    def append(self, entry: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def replace(self, entries: list[dict]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
-        tmp.replace(self.path)
 
 
 # What a tracking server that is down raises through MlflowClient: its own errors, or requests' connection errors.
@@ -356,7 +303,7 @@ class ProgressPrinter(tune.Callback):
     """One line per trial epoch, so a long search shows it is alive between Tune's status tables."""
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        parts = [f"{k}={result[k]:.3f}" for k in ("val/AP", "val_occ/AP", "val/PCKh_0.5", "train/loss")
+        parts = [f"{k}={result[k]:.3f}" for k in (*HEADLINE_METRICS, "train/loss")
                  if isinstance(result.get(k), (int, float))]
         node = f" on node {result['ray_node'][:12]}" if result.get("ray_node") else ""
         print(f"[{trial.trial_id}] epoch {result.get('epoch')}: {' '.join(parts)} "
@@ -367,6 +314,26 @@ def _param(value) -> str:
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
 
 
-def mlflow_ui_command(uri: str | None = None) -> str:
-    return f"mlflow ui --backend-store-uri {uri or tracking_uri()} --host 127.0.0.1 --port 5000"
 
+def log_robustness(result: dict, files: list[Path], run_id: str | None, experiment: str, checkpoint: Path,
+                   client: MlflowClient | None = None) -> str:
+    """A robustness sweep (trainables/robustness.py) in MLflow: metrics `robustness/<attack>/<metric>` (step: the
+    radius) and `robustness/<attack>/<part>/<metric>`, the report files under `robustness/`. Into the trial's run
+    `run_id`, or a new run "robustness" of `experiment` tagged with the checkpoint; returns the run's id."""
+    client = client or MlflowClient()
+    if run_id is None:
+        exp = client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+        run_id = client.create_run(exp_id, tags={"mlflow.runName": "robustness",
+                                                 "checkpoint": str(checkpoint)}).info.run_id
+        client.set_terminated(run_id)
+    metric = result["metric"]
+    metrics = [Metric(f"robustness/clean/{metric}", result["clean"], 0, 0)]
+    for name, curve in result["keypoint"].items():
+        metrics += [Metric(f"robustness/{name}/{metric}", v, 0, int(r)) for r, v in curve.items()]
+    for name, parts in result["part"].items():
+        metrics += [Metric(f"robustness/{name}/{p}/{metric}", v, 0, 0) for p, v in parts.items()]
+    client.log_batch(run_id, metrics=metrics)
+    for path in files:
+        client.log_artifact(run_id, str(path), "robustness")
+    return run_id

@@ -51,10 +51,10 @@ def epoch_result(trial: int, epoch: int) -> dict:
 @pytest.fixture
 def search_experiment(tmp_path):
     """A finished search in a sqlite store, written by the search's own tracking code: SearchTracker's parent run,
-    and MLflowTrialCallback fed Tune's hooks with real (stub) Tune trials named as search/run.py names them."""
+    and MLflowTrialCallback fed Tune's hooks with real (stub) Tune trials named as search/tuner.py names them."""
     from ray.tune.experiment import Trial
 
-    from search.run import short_trial_name
+    from search.tuner import short_trial_name
     from search.tracking import ROLE_TAG, MLflowTrialCallback, SearchTracker, git_commit
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -123,3 +123,19 @@ def test_an_unreadable_optuna_storage_is_a_reason_not_a_crash(tmp_path):
 
     study, why = load_study(search_of(), f"sqlite:///{tmp_path / 'gone' / 'optuna.db'}")
     assert study is None and "unreadable" in why and "optuna.db" in why
+
+
+def test_old_space_and_method_names_read_as_the_current_ones():
+    """A search stored under `pocc` reads as `occluders` (its paper point found); `search.method` = `tilting`
+    of an old `--space all` trial reads as `targeted`."""
+    from types import SimpleNamespace
+
+    from dashboards.search_data import trial_from_run
+
+    paper = trial("paper", [0.3], **{"lja.enabled": False, "occ.p_occ": 0.5, "occ.occluder_area_max": 0.15,
+                                      "model.name": "simplebaseline_r18"})
+    search = search_of(paper, space="pocc")
+    assert search.space == "occluders" and search.paper_default() is paper
+    run = SimpleNamespace(info=SimpleNamespace(run_id="r", run_name="t", status="FINISHED"),
+                          data=SimpleNamespace(tags={"trial_id": "t"}, params={"search.method": "tilting"}, metrics={}))
+    assert trial_from_run(None, run).params["search.method"] == "targeted"

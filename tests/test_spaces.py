@@ -35,3 +35,22 @@ def test_oasnet_kl_weights_use_their_own_range():
         else:
             assert 1e-4 <= weight <= 1e-1
         study.tell(trial, 0.0)
+
+
+def test_old_space_names_are_aliases_and_old_all_experiments_keep_their_choices():
+    """`pocc`/`tilting` name the renamed spaces; `all_space` (pickled by `--space all` searches made before the
+    rename) still proposes the old method names, which its stored study requires, and valid trial configs."""
+    from search.spaces import ALIASES, LEGACY_METHODS, all_space, canonical, pocc_space, tilting_space
+
+    assert canonical("pocc") == "occluders" and canonical("tilting") == "targeted" and canonical("lja") == "lja"
+    assert set(ALIASES.values()) <= set(SPACES)
+    assert pocc_space is SPACES["occluders"].define and tilting_space is SPACES["targeted"].define
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        fixed = all_space(trial)
+        seen.add(trial.params["search.method"])
+        TrialConfig.from_flat({**fixed, **trial.params}).validate()
+        study.tell(trial, 0.0)
+    assert seen == set(LEGACY_METHODS)

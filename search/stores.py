@@ -1,0 +1,119 @@
+"""Where a search keeps things: the one list of store locations, read by search/ and dashboards/ alike.
+
+- MLflow tracking store: MLFLOW_TRACKING_URI, default `sqlite:///mlflow.db` (relative to the working directory).
+- MLflow artifacts: `mlartifacts/` beside a sqlite store (MLflow's own default for a sqlite store would be
+  `./mlruns`, relative to whichever directory a process runs in); the server's default otherwise.
+- Tune and Ray Train state: `--storage-path` (default `ray_results/` in the checkout), the experiment in
+  `<storage>/<experiment>`, each trial's Ray Train run and checkpoints in `<storage>/<experiment>.train`.
+- The run registry (trial -> MLflow run) and the tracking spool: beside the experiment in a local
+  `--storage-path`, under `.cache/experiments/` for a remote one.
+- Optuna study: `optuna.db` beside a sqlite MLflow store, else in a local `--storage-path`; a remote storage
+  with a non-sqlite MLflow store needs `--optuna-storage`.
+- A trial's best checkpoint in MLflow: the `best_checkpoint/` artifacts of its run (model.pt, trial_config.json).
+- Reports: `reports/<experiment>/`. UIs: MLflow on 127.0.0.1:5000, optuna-dashboard on 127.0.0.1:8080.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_STORAGE_PATH = REPO_ROOT / "ray_results"
+REMOTE_REGISTRY_DIR = REPO_ROOT / ".cache" / "experiments"
+REPORTS_DIR = REPO_ROOT / "reports"
+BEST_CHECKPOINT = "best_checkpoint"  # the artifact path of a trial run's best checkpoint
+CHECKPOINT_FILES = ("model.pt", "trial_config.json")  # what a checkpoint directory holds and MLflow keeps
+UI_HOST = "127.0.0.1"  # loopback only: on a cluster the ports are forwarded (README "Cluster")
+MLFLOW_UI_PORT = 5000
+OPTUNA_UI_PORT = 8080
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def sqlite_dir(uri: str) -> Path | None:
+    """The directory holding a `sqlite:///PATH` store's file (resolved); None for any other store."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent
+    return None
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of the store `uri` keeps its artifacts: `mlartifacts/` beside a sqlite store (as
+    a file URI); None lets the server choose."""
+    directory = sqlite_dir(uri)
+    return (directory / "mlartifacts").as_uri() if directory is not None else None
+
+
+def optuna_beside(uri: str) -> str | None:
+    """`sqlite:///DIR/optuna.db` for a sqlite MLflow store in DIR, whether or not the file exists yet."""
+    directory = sqlite_dir(uri)
+    return f"sqlite:///{directory / 'optuna.db'}" if directory is not None else None
+
+
+def default_optuna_storage(storage_path: str, uri: str | None = None) -> str:
+    """Where a new search keeps its Optuna study: optuna.db beside a sqlite MLflow store, else inside a local
+    --storage-path. SystemExit for a remote --storage-path with a non-sqlite store (no local place to choose)."""
+    beside = optuna_beside(uri or tracking_uri())
+    if beside is not None:
+        return beside
+    if "://" in storage_path:
+        raise SystemExit("error: with a remote --storage-path and a non-sqlite MLflow store, pass --optuna-storage "
+                         "URL (e.g. the PostgreSQL server MLflow uses)")
+    return f"sqlite:///{Path(storage_path) / 'optuna.db'}"
+
+
+def existing_optuna_storage(uri: str) -> str | None:
+    """The Optuna storage a search put beside the sqlite MLflow store `uri`, if that file is there (for the UI)."""
+    beside = optuna_beside(uri)
+    return beside if beside is not None and Path(beside.removeprefix("sqlite:///")).exists() else None
+
+
+def experiment_dir(storage_path: str, experiment: str) -> str:
+    """Tune's experiment directory (a path or a remote URI)."""
+    return f"{storage_path}/{experiment}"
+
+
+def train_storage(experiment_dir: str) -> str:
+    """Ray Train's storage for a search's trials: beside Tune's experiment directory, never inside it (Tune
+    re-syncs that directory from its staging copy on restore)."""
+    return f"{experiment_dir}.train"
+
+
+def run_registry_path(storage_path: str, experiment: str) -> Path:
+    """The search's run registry (search/tracking.py RunRegistry). Beside Tune's experiment directory, never
+    inside it: Tune syncs that directory from its own staging copy on restore and would overwrite the registry with
+    the copy it had when the search stopped. A remote storage keeps it on the head node's checkout."""
+    registry_dir = REMOTE_REGISTRY_DIR if "://" in storage_path else Path(storage_path)
+    return registry_dir / f"{experiment}.mlflow_runs.json"
+
+
+def fetch_checkpoint(run_id: str, into: Path, client=None) -> Path:
+    """The trial run's best checkpoint directory, downloaded into `into`; ValueError when the run has none (a
+    trial that failed or was killed before the tracker stored it). MlflowException for an unknown run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = client or MlflowClient()
+    client.get_run(run_id)  # a clear MLflow error for an unknown run
+    try:
+        return Path(client.download_artifacts(run_id, BEST_CHECKPOINT, str(into)))
+    except (MlflowException, OSError) as err:
+        raise ValueError(f"run {run_id} has no {BEST_CHECKPOINT} artifact ({type(err).__name__})") from err
+
+
+def mlflow_ui_args(uri: str, port: int = MLFLOW_UI_PORT) -> list[str]:
+    """`mlflow` arguments serving the store `uri` on loopback."""
+    return ["ui", "--backend-store-uri", uri, "--host", UI_HOST, "--port", str(port)]
+
+
+def mlflow_ui_command(uri: str | None = None) -> str:
+    """The command a search prints at its end to browse its runs."""
+    return " ".join(["mlflow", *mlflow_ui_args(uri or tracking_uri())])
+
+
+def optuna_ui_args(storage: str, port: int = OPTUNA_UI_PORT) -> list[str]:
+    """`optuna-dashboard` arguments serving the study storage on loopback."""
+    return [storage, "--host", UI_HOST, "--port", str(port), "--quiet"]

@@ -1,0 +1,267 @@
+"""The search's Tune side: the trial driver (one Ray Train run per trial), the Optuna searcher and the early-stopping
+scheduler, the Tuner that runs them, the settings a `--resume` restores, and the end-of-search summary.
+
+search/run.py parses the command line and calls `run_search`. Tune pickles the trainable, the searcher (with its
+define function from search/spaces.py), the callbacks (search/tracking.py) and `short_trial_name` into the
+experiment state; the trainable is handed in again on restore, the others are found by their import paths, which
+therefore stay as they are. (Experiments made while this code lived in search/run.py, run as a script, hold
+`short_trial_name` by value: they need nothing from here.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from datasets.meta import get as dataset_meta
+from datasets.meta import metric_name
+from search.spaces import SPACES, canonical
+from search.stores import mlflow_ui_command, tracking_uri, train_storage
+
+DRIVER_MEMORY_BYTES = 256 * 1024**2
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives every head node this resource, 1 of it
+
+# What a search is started with and `--resume` restores: flags given on resume cannot change a search half-way.
+RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_period", "smoke", "seed", "metric",
+                    "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "gpu_augment", "max_concurrent",
+                    "dataset", "data_root", "train_root", "det_file", "model", "searcher", "scheduler",
+                    "multi_objective", "optuna_storage", "clean_metric")
+
+
+def record_settings(tracker, args) -> None:
+    """Keep the new search's settings in its run registry, for `--resume`."""
+    with tracker.registry.editing() as data:
+        data["settings"] = {key: getattr(args, key) for key in RESUMED_SETTINGS}
+
+
+def restore_settings(tracker, args) -> bool:
+    """Set `args` to the settings the search was started with; False when the registry holds none. A space saved
+    under its old name (`pocc`, `tilting`) comes back under the current one."""
+    settings = tracker.registry.read()["settings"]
+    if not settings:
+        return False
+    for key in RESUMED_SETTINGS:
+        setattr(args, key, settings.get(key, getattr(args, key)))
+    args.space = canonical(args.space)
+    return True
+
+
+def search_finished(tracker) -> bool:
+    """Whether the search's parent run ended normally: a `--resume` of it has nothing to do."""
+    parent = tracker.parent_run_id
+    return parent is not None and tracker.client.get_run(parent).info.status == "FINISHED"
+
+
+def make_trial_driver(experiment_storage: str, metric: str):
+    """The Tune function trainable: one Ray Train run (TorchTrainer) per trial, reporting back to Tune."""
+    storage = train_storage(experiment_storage)
+
+    def run_trial(config: dict) -> None:
+        import ray.train
+        from ray import tune
+        from ray.train.torch import TorchTrainer
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from trainables.train_loop import ray_train_loop
+
+        runtime_workers = int(config["runtime.workers"])
+        gpus = float(config["runtime.gpus_per_worker"])
+        resources = {"CPU": float(config["runtime.cpus_per_worker"])}
+        if gpus:
+            resources["GPU"] = gpus
+        trainer = TorchTrainer(
+            ray_train_loop,
+            train_loop_config=config,
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=runtime_workers, use_gpu=gpus > 0, resources_per_worker=resources
+            ),
+            run_config=ray.train.RunConfig(
+                # A stable name per trial: a restarted trial finds its Train run and resumes its checkpoint.
+                name=tune.get_context().get_trial_id(),
+                # Outside Tune's own experiment directory, which Tune re-syncs from its staging copy on restore.
+                storage_path=storage,
+                callbacks=[TuneReportCallback()],
+                checkpoint_config=ray.train.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order="max"
+                ),
+                failure_config=ray.train.FailureConfig(max_failures=2),
+            ),
+        )
+        trainer.fit()
+
+    return run_trial
+
+
+def short_trial_name(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def make_searcher(args, space):
+    """OptunaSearch with the chosen sampler, its study persisted in --optuna-storage under the experiment's name."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = optuna.storages.RDBStorage(args.optuna_storage)
+    if args.searcher == "grid":
+        sampler, define, points = optuna.samplers.GridSampler(space.grid, seed=args.seed), space.grid_define(), None
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=args.seed) if args.searcher == "random" \
+            else optuna.samplers.TPESampler(seed=args.seed)
+        define, points = space.define, list(space.paper_points)
+    metric, mode = ([args.clean_metric, args.metric], ["max", "max"]) if args.multi_objective else (args.metric, "max")
+    return OptunaSearch(define, metric=metric, mode=mode, sampler=sampler, study_name=args.experiment,
+                        storage=storage, points_to_evaluate=points)
+
+
+def make_scheduler(args):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+
+    if args.scheduler == "fifo":
+        return FIFOScheduler()
+    if args.scheduler == "hyperband":
+        return HyperBandScheduler(time_attr="epoch", metric=args.metric, mode="max", max_t=args.epochs,
+                                  reduction_factor=args.budget.reduction_factor)
+    return ASHAScheduler(time_attr="epoch", metric=args.metric, mode="max", max_t=args.epochs,
+                        grace_period=args.grace_period, reduction_factor=args.budget.reduction_factor)
+
+
+def pareto_front(args) -> list[dict]:
+    """The multi-objective study's non-dominated trials (clean metric, occluded metric) and their parameters."""
+    import optuna
+
+    study = optuna.load_study(study_name=args.experiment, storage=args.optuna_storage)
+    return [{"values": {args.clean_metric: t.values[0], args.metric: t.values[1]}, "params": t.params}
+            for t in study.best_trials]
+
+
+def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
+    """Run (or continue) the search of `args` from the trial config `base`, tracked by `tracker`; 0 when every
+    trial ended or the time budget was spent, 130 when it was interrupted (continue with --resume)."""
+    import ray
+    from ray import tune
+
+    from search.tracking import MLflowTrialCallback, ProgressPrinter, git_commit
+
+    base_flat = base.flat()
+    resuming = tracker.parent_run_id is not None
+    parent = tracker.start_parent(
+        run_name=f"search-{args.space}",
+        params={"space": args.space, "searcher": f"optuna-{args.searcher}", "scheduler": args.scheduler,
+                "metric": args.metric, "multi_objective": args.multi_objective, "optuna_storage": args.optuna_storage,
+                "num_samples": args.num_samples, "epochs": args.epochs, "grace_period": args.grace_period,
+                "seed": args.seed, "smoke": args.smoke, "dataset": args.dataset,
+                **{f"base.{k}": v for k, v in base_flat.items()}},
+        tags={"space": args.space, "git_commit": git_commit(), "experiment_dir": experiment_dir},
+    )
+    if not resuming and args.dataset == "synthetic":
+        log_mean_pose_baseline(base, tracker, parent)
+
+    if args.address:
+        ray.init(address=args.address)
+    else:
+        # The dashboard serves Ray's state API, which Ray Train's placement-group cleaner polls to free the
+        # CPUs of trials that ASHA stopped; without it, stopped trials keep their resources and the search stalls.
+        # A local Ray has no spot nodes to be reclaimed: no preemption-watcher process per trial (~1 s of a CPU).
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    per_trial = args.workers_per_trial * args.cpus_per_worker
+    max_concurrent = args.max_concurrent or max(1, cpus // per_trial)
+
+    # The trial driver only waits on its TorchTrainer: it reserves memory, not a CPU the workers need. It runs on the
+    # head node: Ray Train's placement-group cleaner reads the dashboard's state API, which a cluster serves on the
+    # head's 127.0.0.1 only (cluster.yaml), and the run registry beside the experiment lives there too.
+    trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric), tune.PlacementGroupFactory(
+        [{"CPU": 0, "memory": DRIVER_MEMORY_BYTES, HEAD_NODE_RESOURCE: 0.001}]))
+    callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter()]
+    if args.resume:
+        print(f"resuming experiment {args.experiment} from {experiment_dir}", flush=True)
+        # The saved run config brings its callbacks back (MLflowTrialCallback re-reads its registry on load).
+        tuner = tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=base_flat)
+    else:
+        searcher, scheduler = make_searcher(args, SPACES[args.space]), make_scheduler(args)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=base_flat,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.num_samples,
+                                        time_budget_s=args.time_budget_min * 60 or None,
+                                        max_concurrent_trials=max_concurrent,
+                                        trial_name_creator=short_trial_name,
+                                        trial_dirname_creator=short_trial_name),
+            run_config=tune.RunConfig(name=args.experiment, storage_path=args.storage_path, callbacks=callbacks,
+                                      failure_config=tune.FailureConfig(max_failures=2), verbose=1),
+        )
+    budget_note = f", {args.time_budget_min:g} min budget" if args.time_budget_min else ""
+    print(f"experiment {args.experiment}: {args.num_samples} trials x <= {args.epochs} epochs{budget_note}, "
+          f"{max_concurrent} at a time; MLflow parent run {parent}", flush=True)
+    fit_started = time.monotonic()
+    results = tuner.fit()
+    # Whatever the trial callback could not deliver (MLflow was down) goes now, before the runs are read back.
+    MLflowTrialCallback(tracker, base_flat, args.metric).drain()
+
+    # A search ends when every trial has ended or its time budget is spent; Tune then stops the running trials
+    # without reporting their end, so their runs are closed here.
+    budget_spent = bool(args.time_budget_min) and time.monotonic() - fit_started >= args.time_budget_min * 60
+    if budget_spent:
+        tracker.finish_running_trials(args.metric, stopped_by="time budget")
+    ended = tracker.ended_trials()
+    complete = len(ended) >= args.num_samples or budget_spent
+    summary = summarize(results, args, time.perf_counter() - started)
+    summary["trials_ended"] = len(ended)
+    if args.multi_objective:
+        summary["pareto_front"] = pareto_front(args)
+    summary["ended_by"] = "all trials" if len(ended) >= args.num_samples else "time budget" if complete else "interrupt"
+    for key, value in summary.get("best", {}).items():
+        if isinstance(value, (int, float)) and key != "epoch":
+            tracker.client.log_metric(parent, f"best/{key}", value)
+    tracker.client.log_dict(parent, summary, "search_summary.json")
+    print(json.dumps(summary, indent=1, default=str))
+    print(f"\nMLflow runs: {mlflow_ui_command(tracking_uri())}  (experiment {args.experiment!r})")
+    if not complete:
+        tracker.mark_unfinished_killed()
+        tracker.end_parent("KILLED")
+        print(f"search stopped with {len(ended)} of {args.num_samples} trials ended; state is in {experiment_dir}. "
+              f"Continue with: python search/run.py --space {args.space} --experiment {args.experiment} "
+              f"--storage-path {args.storage_path} --resume", file=sys.stderr)
+        return 130
+    tracker.end_parent("FINISHED")
+    return 0
+
+
+def log_mean_pose_baseline(base, tracker, parent: str) -> None:
+    """The floor a trained model must clear: the training set's mean pose placed in each ground-truth box."""
+    from datasets.annotations import load_records
+    from datasets.mean_pose import mean_pose_ap
+    from trainables.worker import load_eval_split
+
+    meta = dataset_meta(base.data.dataset)
+    train_records = load_records(base.data.train_ann, base.data.train_images, meta.skeleton)
+    for split, ann in (("val", base.data.val_ann), ("val_occ", base.data.val_occ_ann)):
+        loaded = load_eval_split(meta.protocol, ann, base.data.val_images, meta.skeleton)
+        baseline = mean_pose_ap(train_records, loaded.records, loaded.gt, meta.skeleton.sigmas_array())
+        tracker.client.log_metric(parent, f"baseline_mean_pose/{metric_name(split, 'AP')}", baseline["AP"])
+        print(f"mean-pose-in-box baseline {metric_name(split, 'AP')} = {baseline['AP']:.3f}", flush=True)
+
+
+def summarize(results, args, wall_s: float) -> dict:
+    """The search's outcome for the terminal and MLflow: the best trial (its headline metrics, epoch and searched
+    config) and every scored trial, best first."""
+    from search.tracking import HEADLINE_METRICS
+
+    summary = {"experiment": args.experiment, "wall_s": round(wall_s, 1)}
+    scored = [r for r in results if r.metrics and isinstance(r.metrics.get(args.metric), (int, float))]
+    if scored:
+        best = results.get_best_result(metric=args.metric, mode="max", scope="all")
+        shown = dict.fromkeys((*HEADLINE_METRICS, args.metric, "epoch"))
+        summary["best"] = {k: best.metrics.get(k) for k in shown if k in best.metrics}
+        summary["best"]["trial_id"] = best.metrics.get("trial_id")
+        searched = tuple(f"{section}." for section in ("lja", "loss", "occ", "oasnet", "model"))
+        summary["best"]["config"] = {k: v for k, v in sorted(best.config.items()) if k.startswith(searched)}
+        summary["trials"] = sorted(
+            ({"trial_id": r.metrics.get("trial_id"), "epochs": r.metrics.get("epoch"),
+              args.clean_metric: r.metrics.get(args.clean_metric), args.metric: r.metrics.get(args.metric)}
+             for r in scored),
+            key=lambda t: -(t[args.metric] or 0))
+    return summary
