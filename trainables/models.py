@@ -1,4 +1,8 @@
-"""Model zoo behind one name -> factory registry (timm's idea): image batch -> K heatmaps at 1/4 resolution."""
+"""Model zoo behind one name -> factory registry (timm's idea): image batch -> K heatmaps at 1/4 resolution.
+
+`create_model(name)` builds a registered model; `build_model(cfg)` the model a TrialConfig asks for. The model
+classes keep this import path: registered MLflow models pickle them.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,6 +10,9 @@ from typing import Callable
 import torch
 import torchvision
 from torch import nn
+
+from datasets import meta
+from trainables.oasnet import OASNet
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -22,8 +29,13 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-# Each model's default input (h, w): the papers' COCO setting.
-DEFAULT_INPUT = {"vitpose_b": (256, 192)}
+# Every model's default input (h, w): the papers' COCO setting.
+DEFAULT_INPUT_HW: tuple[int, int] = meta.get("coco").input_hw
+
+
+def default_input(name: str) -> tuple[int, int]:
+    """The input (h, w) `name` is described and tested at."""
+    return DEFAULT_INPUT_HW
 
 
 def create_model(name: str, num_keypoints: int = 17, pretrained: bool | str = False, **kwargs) -> nn.Module:
@@ -35,6 +47,15 @@ def create_model(name: str, num_keypoints: int = 17, pretrained: bool | str = Fa
     if isinstance(pretrained, str) and pretrained:
         load_backbone(model, pretrained)
     return model
+
+
+def build_model(cfg) -> nn.Module:
+    """The model of a TrialConfig: `model.name` for the dataset's keypoints at `data.input_h/w`, its backbone's
+    weights from `model.pretrained` ("" or "none": none), wrapped in OASNet when `oasnet.enabled`."""
+    model = create_model(cfg.model.name, meta.get(cfg.data.dataset).skeleton.num_keypoints,
+                         pretrained=cfg.model.pretrained if cfg.model.pretrained not in ("", "none") else False,
+                         deconv_channels=cfg.model.deconv_channels, input_hw=(cfg.data.input_h, cfg.data.input_w))
+    return OASNet(model) if cfg.oasnet.enabled else model
 
 
 def load_backbone(model: nn.Module, path: str) -> None:
@@ -130,12 +151,12 @@ for _width in (32, 48):
 class ViTPose(nn.Module):
     """Xu et al. 2022: a plain ViT-B/16 on the 256x192 crop (a 16x12 token grid) and a light decoder.
 
-    drop_path_rate 0.3 is ViTPose-B's stochastic depth. decoder="classic": two 4x4 stride-2 deconvolutions (256 channels, BN, ReLU) to 1/4 resolution, a 1x1 head;
-    decoder="simple": bilinear x4 upsampling, ReLU, a 3x3 head.
+    drop_path_rate 0.3 is ViTPose-B's stochastic depth. decoder="classic": two 4x4 stride-2 deconvolutions (256
+    channels, BN, ReLU) to 1/4 resolution, a 1x1 head; decoder="simple": bilinear x4 upsampling, ReLU, a 3x3 head.
     """
 
-    def __init__(self, num_keypoints: int, input_hw=(256, 192), decoder: str = "classic", pretrained: bool = False,
-                 drop_path_rate: float = 0.3, **_):
+    def __init__(self, num_keypoints: int, input_hw=DEFAULT_INPUT_HW, decoder: str = "classic",
+                 pretrained: bool = False, drop_path_rate: float = 0.3, **_):
         super().__init__()
         import timm
 
@@ -168,9 +189,10 @@ register("vitpose_b")(lambda num_keypoints, **kw: ViTPose(num_keypoints, **kw))
 
 
 def describe(name: str, num_keypoints: int = 17) -> dict:
-    """{"params_m", "gflops" (multiply-adds of one forward pass, in 1e9), "input": [h, w]} at the default input."""
+    """{"params_m", "gflops" (multiply-adds of one forward pass, in 1e9), "input": [h, w]} at the default input
+    (`default_input`)."""
     model = create_model(name, num_keypoints)
-    input_hw = DEFAULT_INPUT.get(name, (256, 192))
+    input_hw = default_input(name)
     return {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
             "gflops": round(count_flops(model, input_hw) / 2 / 1e9, 3), "input": list(input_hw)}
 
