@@ -55,6 +55,17 @@ def test_output_shape_and_gradients_reach_every_parameter(name, table):
     assert not silent, silent[:5]
 
 
+def test_default_input_is_the_coco_input_and_models_import_nothing_from_datasets():
+    """Registered MLflow models carry only the trainables package: unpickling one must not need `datasets`."""
+    from datasets import meta
+    from trainables.models import DEFAULT_INPUT_HW
+
+    assert DEFAULT_INPUT_HW == meta.get("coco").input_hw
+    code = ("import sys, trainables.models, trainables.oasnet; "
+            "sys.exit(any(m == 'datasets' or m.startswith('datasets.') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, timeout=300).returncode == 0
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_output_shape_with_another_keypoint_count(name):
     h, w = default_input(name)

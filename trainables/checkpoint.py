@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from trainables.config import TrialConfig
-from trainables.models import build_model
+from trainables.build import build_model
 
 STATE_FILE = "trainer_state.pt"  # {"optimizer", "lr_scheduler", "epoch" (0-based, completed)}
 MODEL_FILE = "model.pt"  # the bare model's state dict (no DDP "module." prefix)

@@ -16,6 +16,20 @@ import torch
 SCHEDULES = ("constant", "step", "linear", "exponential")
 
 
+def check_choice(section: str, config, name: str, choices) -> None:
+    """ValueError naming `section.name` when its value is not one of `choices`."""
+    if getattr(config, name) not in choices:
+        raise ValueError(f"{section}.{name} must be one of {tuple(choices)}, got {getattr(config, name)!r}")
+
+
+def check_non_negative(section: str, config, names) -> None:
+    """ValueError naming `section.name` for the first of `names` below 0 (a loss weight of 0 switches its term
+    off: an ablation point, so allowed)."""
+    for name in names:
+        if not getattr(config, name) >= 0.0:
+            raise ValueError(f"{section}.{name} must be >= 0, got {getattr(config, name)}")
+
+
 @dataclass
 class LossConfig:
     """The TrialConfig section `loss`: which structure term is added to the keypoint MSE, and DSL's lambda(t).
@@ -40,12 +54,8 @@ class LossConfig:
 
     def validate(self) -> "LossConfig":
         """ValueError naming the `loss.*` key that is out of range or not allowed."""
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"loss.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        # 0 is allowed: the structure term then contributes nothing (an ablation point).
-        for name in ("lambda_max", "structure_aware_alpha"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        check_choice("loss", self, "schedule", SCHEDULES)
+        check_non_negative("loss", self, ("lambda_max", "structure_aware_alpha"))
         for name in ("step_at", "ramp_until"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"loss.{name} must be a fraction of training in [0, 1], got {getattr(self, name)}")

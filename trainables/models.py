@@ -1,7 +1,7 @@
 """Model zoo behind one name -> factory registry (timm's idea): image batch -> K heatmaps at 1/4 resolution.
 
-`create_model(name)` builds a registered model; `build_model(cfg)` the model a TrialConfig asks for. The model
-classes keep this import path: registered MLflow models pickle them.
+The model classes keep this import path: registered MLflow models pickle them and carry only the `trainables`
+package with them, so this module imports nothing from `datasets`.
 """
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ from typing import Callable
 import torch
 import torchvision
 from torch import nn
-
-from datasets import meta
-from trainables.oasnet import OASNet
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -29,8 +26,9 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-# Every model's default input (h, w): the papers' COCO setting.
-DEFAULT_INPUT_HW: tuple[int, int] = meta.get("coco").input_hw
+# Every model's default input (h, w): the papers' COCO setting, datasets.meta's COCO input_hw (not imported, see
+# above; tests/test_models_losses.py checks they agree).
+DEFAULT_INPUT_HW: tuple[int, int] = (256, 192)
 
 
 def default_input(name: str) -> tuple[int, int]:
@@ -47,15 +45,6 @@ def create_model(name: str, num_keypoints: int = 17, pretrained: bool | str = Fa
     if isinstance(pretrained, str) and pretrained:
         load_backbone(model, pretrained)
     return model
-
-
-def build_model(cfg) -> nn.Module:
-    """The model of a TrialConfig: `model.name` for the dataset's keypoints at `data.input_h/w`, its backbone's
-    weights from `model.pretrained` ("" or "none": none), wrapped in OASNet when `oasnet.enabled`."""
-    model = create_model(cfg.model.name, meta.get(cfg.data.dataset).skeleton.num_keypoints,
-                         pretrained=cfg.model.pretrained if cfg.model.pretrained not in ("", "none") else False,
-                         deconv_channels=cfg.model.deconv_channels, input_hw=(cfg.data.input_h, cfg.data.input_w))
-    return OASNet(model) if cfg.oasnet.enabled else model
 
 
 def load_backbone(model: nn.Module, path: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trainables.losses import MIMIC_LOSSES, MimicLoss, keypoint_mse
+from trainables.losses import MIMIC_LOSSES, MimicLoss, check_choice, check_non_negative, keypoint_mse
 
 
 @dataclass
@@ -39,12 +39,8 @@ class OASNetConfig:
 
     def validate(self) -> "OASNetConfig":
         """ValueError naming the `oasnet.*` key that is out of range or not allowed."""
-        if self.mimic not in MIMIC_LOSSES:
-            raise ValueError(f"oasnet.mimic must be one of {MIMIC_LOSSES}, got {self.mimic!r}")
-        # 0 is allowed: that term then contributes nothing (an ablation point).
-        for name in ("lambda_mimic", "lambda_o"):
-            if not getattr(self, name) >= 0.0:
-                raise ValueError(f"oasnet.{name} must be >= 0, got {getattr(self, name)}")
+        check_choice("oasnet", self, "mimic", MIMIC_LOSSES)
+        check_non_negative("oasnet", self, ("lambda_mimic", "lambda_o"))
         return self
 
 

@@ -26,13 +26,12 @@ from datasets.skeletons import Skeleton
 from datasets.targeted import targeted_augmentation
 from datasets.topdown_dataset import Augment, TopDownDataset
 from trainables import checkpoint
+from trainables.build import build_loss, build_model
 from trainables.config import TrialConfig
-from trainables.engine import evaluate, heatmap_loss, train_one_epoch
+from trainables.engine import evaluate, train_one_epoch
 from trainables.hardware import peak_flops
 from trainables.loaders import train_loader
-from trainables.losses import DynamicStructureLoss, StructureAwareLoss, keypoint_mse
-from trainables.models import build_model, count_flops
-from trainables.oasnet import OASNetLoss
+from trainables.models import count_flops
 from trainables.runtime import enabled, unwrap
 
 log = logging.getLogger(__name__)
@@ -90,20 +89,6 @@ def occlusion_transforms(cfg: TrialConfig, skeleton: Skeleton) -> list:
     if occ.targeted != "none":
         transforms.append(targeted_augmentation(occ.targeted, skeleton, occ.targeted_p, occ.label_removal))
     return transforms
-
-
-def build_loss(cfg: TrialConfig, skeleton: Skeleton, model):
-    """compute_loss(model, batch, progress) for train_one_epoch: OASNet's siamese loss (`oasnet`), else the
-    heatmap loss of the `loss` section - DSL, Ke et al.'s structure-aware loss, or the plain keypoint MSE. `model` is
-    the bare model on its device."""
-    if cfg.oasnet.enabled:
-        return OASNetLoss.from_config(cfg.oasnet, model)
-    loss = cfg.loss
-    if loss.structure:
-        return heatmap_loss(DynamicStructureLoss(skeleton.limb_chains, skeleton.num_keypoints, loss))
-    if loss.structure_aware_alpha > 0:
-        return heatmap_loss(StructureAwareLoss(skeleton.bones, skeleton.num_keypoints, loss.structure_aware_alpha))
-    return heatmap_loss(lambda pred, target, weight, progress: (keypoint_mse(pred, target, weight), {}))
 
 
 def eval_datasets(cfg: TrialConfig, codec: HeatmapCodec) -> dict[str, tuple[TopDownDataset, object]]:
