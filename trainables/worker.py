@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from trainables.checkpoint import CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, load_checkpoint  # noqa: F401
+from trainables.checkpoint import load_checkpoint  # noqa: F401
 from trainables.config import TrialConfig
 from trainables.runtime import LocalReporter, RayReporter  # noqa: F401
 from trainables.train import EvalSplit, fit, load_eval_split  # noqa: F401
