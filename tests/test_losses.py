@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from datasets.skeletons import COCO17
-from trainables.losses import DynamicStructureLoss, LambdaSchedule, keypoint_mse, structure_matrix
+from trainables.losses import DynamicStructureLoss, LossConfig, keypoint_mse, structure_matrix
 
 
 def test_structure_matrix_follows_the_two_limb_chains():
@@ -23,7 +23,7 @@ def test_dsl_equals_mse_when_lambda_is_zero():
     torch.manual_seed(0)
     pred, target = torch.rand(4, 17, 24, 16), torch.rand(4, 17, 24, 16)
     weight = (torch.rand(4, 17) > 0.3).float()
-    loss_fn = DynamicStructureLoss(COCO17.limb_chains, 17, LambdaSchedule("constant", lambda_max=0.0))
+    loss_fn = DynamicStructureLoss(COCO17.limb_chains, 17, LossConfig(schedule="constant", lambda_max=0.0))
     loss, parts = loss_fn(pred, target, weight, progress=0.7)
     assert torch.allclose(loss, keypoint_mse(pred, target, weight))
     assert parts["loss_limb"] > 0
@@ -33,7 +33,7 @@ def test_dsl_adds_lambda_times_limb_loss():
     torch.manual_seed(1)
     pred, target = torch.rand(2, 17, 8, 6), torch.rand(2, 17, 8, 6)
     weight = torch.ones(2, 17)
-    loss_fn = DynamicStructureLoss(COCO17.limb_chains, 17, LambdaSchedule("constant", lambda_max=0.5))
+    loss_fn = DynamicStructureLoss(COCO17.limb_chains, 17, LossConfig(schedule="constant", lambda_max=0.5))
     loss, parts = loss_fn(pred, target, weight, progress=0.0)
     assert math.isclose(loss.item(), parts["loss_mse"] + 0.5 * parts["loss_limb"], rel_tol=1e-6)
     # limb loss by hand for one structure map: left elbow + left wrist + left shoulder
@@ -47,7 +47,7 @@ def test_dsl_adds_lambda_times_limb_loss():
 
 def test_dsl_is_zero_for_a_perfect_prediction():
     target = torch.rand(2, 17, 8, 6)
-    loss, _ = DynamicStructureLoss(COCO17.limb_chains, 17, LambdaSchedule("constant"))(
+    loss, _ = DynamicStructureLoss(COCO17.limb_chains, 17, LossConfig(schedule="constant"))(
         target, target, torch.ones(2, 17), 0.3)
     assert loss.item() == 0.0
 
@@ -55,26 +55,27 @@ def test_dsl_is_zero_for_a_perfect_prediction():
 @pytest.mark.parametrize(
     "schedule, t, expected",
     [
-        (LambdaSchedule("constant", 2.0), 0.0, 2.0),
-        (LambdaSchedule("constant", 2.0), 1.0, 2.0),
-        (LambdaSchedule("step", 1.5, step_at=0.5), 0.49, 0.0),
-        (LambdaSchedule("step", 1.5, step_at=0.5), 0.5, 1.5),
-        (LambdaSchedule("linear", 1.0, ramp_until=0.5), 0.25, 0.5),
-        (LambdaSchedule("linear", 1.0, ramp_until=0.5), 0.9, 1.0),
-        (LambdaSchedule("exponential", 1.0, exp_rate=5.0), 0.0, 0.0),
-        (LambdaSchedule("exponential", 1.0, exp_rate=5.0), 1.0, 1.0),
-        (LambdaSchedule("exponential", 1.0, exp_rate=5.0), 0.2, (1 - math.exp(-1)) / (1 - math.exp(-5))),
+        (LossConfig(schedule="constant", lambda_max=2.0), 0.0, 2.0),
+        (LossConfig(schedule="constant", lambda_max=2.0), 1.0, 2.0),
+        (LossConfig(schedule="step", lambda_max=1.5, step_at=0.5), 0.49, 0.0),
+        (LossConfig(schedule="step", lambda_max=1.5, step_at=0.5), 0.5, 1.5),
+        (LossConfig(schedule="linear", lambda_max=1.0, ramp_until=0.5), 0.25, 0.5),
+        (LossConfig(schedule="linear", lambda_max=1.0, ramp_until=0.5), 0.9, 1.0),
+        (LossConfig(schedule="exponential", lambda_max=1.0, exp_rate=5.0), 0.0, 0.0),
+        (LossConfig(schedule="exponential", lambda_max=1.0, exp_rate=5.0), 1.0, 1.0),
+        (LossConfig(schedule="exponential", lambda_max=1.0, exp_rate=5.0), 0.2,
+         (1 - math.exp(-1)) / (1 - math.exp(-5))),
     ],
 )
 def test_schedule_values(schedule, t, expected):
-    assert math.isclose(schedule(t), expected, rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(schedule.lambda_at(t), expected, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_schedule_at_chosen_epochs_of_a_ten_epoch_run():
-    schedule = LambdaSchedule("step", 1.0, step_at=0.3)
-    assert [schedule(epoch / 10) for epoch in range(10)] == [0, 0, 0] + [1.0] * 7
+    schedule = LossConfig(schedule="step", lambda_max=1.0, step_at=0.3)
+    assert [schedule.lambda_at(epoch / 10) for epoch in range(10)] == [0, 0, 0] + [1.0] * 7
 
 
 def test_unknown_schedule_is_rejected_by_name():
     with pytest.raises(ValueError, match="loss.schedule"):
-        LambdaSchedule("cosine")
+        LossConfig(schedule="cosine")

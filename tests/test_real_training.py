@@ -10,7 +10,8 @@ import pytest
 
 from datasets.layouts import resolve
 from trainables.config import TrialConfig
-from trainables.worker import LocalReporter, fit
+from trainables.runtime import LocalReporter
+from trainables.train import fit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

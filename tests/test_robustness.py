@@ -11,7 +11,8 @@ from conftest import REPO_ROOT
 from datasets.layouts import resolve
 from datasets.skeletons import COCO17
 from trainables.config import TrialConfig
-from trainables.worker import LocalReporter, fit
+from trainables.runtime import LocalReporter
+from trainables.train import fit
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,28 @@
-"""TrialConfig: every hyperparameter of one trial in one typed object, flattened whole into MLflow params."""
+"""TrialConfig: every hyperparameter of one trial in one typed object, flattened whole into MLflow params.
+
+Each section is the dataclass its component takes - `lja` (datasets.occlusion.LJAConfig), `occ` (OcclusionConfig),
+`oasnet` (trainables.oasnet.OASNetConfig), `loss` (trainables.losses.LossConfig) - or, for the trainer's own
+settings, a dataclass here. Each section checks its own ranges and allowed values in `validate()`;
+`TrialConfig.validate()` calls them all and adds the checks that span sections. Recipes (sets of defaults for
+a dataset or budget) are in trainables/presets.py.
+"""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from datasets.occlusion import LJAConfig, OcclusionConfig
+from datasets import meta
+from datasets.occlusion import LJAConfig, OcclusionConfig, occludes
+from trainables.losses import LossConfig
+from trainables.oasnet import OASNetConfig
+
+SWITCHES = ("auto", "on", "off")  # runtime settings that "auto" turns on for GPUs
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"  # synthetic, coco, crowdpose, ochuman, mpii (datasets/layouts.py)
+    dataset: str = "synthetic"  # a datasets.meta entry: synthetic, coco, crowdpose, ochuman, mpii
     root: str = ""  # resolved dataset directory; filled in by the search driver
     train_ann: str = ""
     train_images: str = ""
@@ -26,16 +38,41 @@ class DataConfig:
     sigma: float = 2.0
     decode: str = "dark"  # heatmap sub-pixel refinement: "dark" or "shift"
     flip_test: bool = False  # average the heatmaps of each evaluation crop and its mirror image
-    # Geometric augmentation. Defaults suit the embedded synthetic data, whose figures already vary in scale
-    # and lean; on a short budget extra rotation only slowed learning (HRNet's COCO setting: 0.35, 45, p 0.6).
+    # Geometric augmentation. These defaults are the synthetic-CPU recipe (trainables/presets.py): they suit the
+    # embedded synthetic data, whose figures already vary in scale and lean; on a short budget extra rotation only
+    # slowed learning. HRNet's COCO/MPII recipe is presets.HRNET_AUGMENTATION.
     scale_factor: float = 0.15
     rotation: float = 30.0
     rotation_p: float = 0.0
-    flip_p: float = 0.0  # horizontal flip with the skeleton's flip pairs (HRNet: 0.5)
-    half_body_p: float = 0.0  # HRNet: 0.3
+    flip_p: float = 0.0  # horizontal flip with the skeleton's flip pairs
+    half_body_p: float = 0.0
     photometric_p: float = 0.0  # albumentations colour jitter of the crop
     max_train_samples: int = 0  # 0 = all
     max_val_samples: int = 0
+
+    def validate(self) -> "DataConfig":
+        if self.input_h % 32 or self.input_w % 32:
+            raise ValueError(f"data.input_h/input_w must be multiples of 32 (the backbone's stride), got "
+                             f"{self.input_h}x{self.input_w}")
+        try:
+            meta.get(self.dataset)
+        except ValueError as err:  # names the choices
+            raise ValueError(f"data.dataset: {err}") from None
+        if self.decode not in ("dark", "shift"):
+            raise ValueError(f"data.decode must be 'dark' or 'shift', got {self.decode!r}")
+        if self.det_split not in ("val", "val_occ"):
+            raise ValueError(f"data.det_split must be 'val' or 'val_occ', got {self.det_split!r}")
+        for name in ("flip_p", "half_body_p", "photometric_p", "rotation_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"data.{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if not self.sigma > 0:
+            raise ValueError(f"data.sigma must be > 0, got {self.sigma}")
+        if not 0.0 <= self.scale_factor < 1.0:
+            raise ValueError(f"data.scale_factor must be in [0, 1), got {self.scale_factor}")
+        for name in ("max_train_samples", "max_val_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0 (0 = all), got {getattr(self, name)}")
+        return self
 
 
 @dataclass
@@ -44,28 +81,11 @@ class ModelConfig:
     deconv_channels: int = 128  # SimpleBaseline's deconvolution width (the paper: 256)
     pretrained: str = ""  # "" none; a local backbone state-dict file (ImageNet weights need no internet then)
 
-
-@dataclass
-class OASNetConfig:
-    """OASNet around the model: occlusion branch, feature erasing + reconstruction, siamese mimic loss. Needs an
-    artificial occlusion (lja.enabled, occ.p_occ or occ.targeted) to build the occluded view."""
-
-    enabled: bool = False
-    mimic: str = "l2"  # l2, cosine, kl, sinkhorn
-    detach: bool = True  # stop the mimic loss's gradient into the clean (teacher) branch
-    lambda_mimic: float = 1e-2
-    lambda_o: float = 1.0
-
-
-@dataclass
-class LossConfig:
-    structure: bool = True  # DSL on top of the keypoint MSE
-    schedule: str = "step"
-    lambda_max: float = 0.25
-    step_at: float = 0.5  # step schedule: fraction of training after which lambda = lambda_max
-    ramp_until: float = 1.0  # linear schedule: fraction of training at which lambda reaches lambda_max
-    exp_rate: float = 5.0  # exponential schedule: rise rate
-    structure_aware_alpha: float = 0.0  # > 0 (with structure off): Ke et al.'s structure-aware loss, the baseline
+    def validate(self) -> "ModelConfig":
+        # The name is checked by create_model, which names the choices: the registry imports torch and timm.
+        if self.deconv_channels < 1:
+            raise ValueError(f"model.deconv_channels must be >= 1, got {self.deconv_channels}")
+        return self
 
 
 @dataclass
@@ -76,6 +96,19 @@ class OptimConfig:
     # The papers decay by 10x at epochs 170 and 200 of 210; kept as fractions of the epoch budget.
     lr_decay_at: tuple[float, ...] = (170 / 210, 200 / 210)
     grad_clip: float = 0.0
+
+    def validate(self) -> "OptimConfig":
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"optim.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if not all(0.0 <= f <= 1.0 for f in self.lr_decay_at):
+            raise ValueError(f"optim.lr_decay_at must be fractions of the epoch budget in [0, 1], got "
+                             f"{self.lr_decay_at}")
+        if self.grad_clip < 0:
+            raise ValueError(f"optim.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        return self
 
 
 @dataclass
@@ -94,10 +127,25 @@ class RuntimeConfig:
     gpu_augment: str = "off"
     loader_workers: int = 0  # gpu_augment's DataLoader worker processes (JPEG bytes + parameters); 0 = in-process
 
+    def validate(self) -> "RuntimeConfig":
+        for name in ("amp", "channels_last", "gpu_augment"):
+            if getattr(self, name) not in SWITCHES:
+                raise ValueError(f"runtime.{name} must be auto, on or off, got {getattr(self, name)!r}")
+        for name in ("workers", "cpus_per_worker"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"runtime.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gpus_per_worker", "threads_per_worker", "peak_flops", "loader_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"runtime.{name} must be >= 0, got {getattr(self, name)}")
+        return self
+
 
 @dataclass
 class SearchConfig:
     method: str = ""  # the --space all search's top-level choice (lja, oasnet, pocc, tilting); "" otherwise
+
+    def validate(self) -> "SearchConfig":
+        return self  # a label the search driver writes; its values are search/spaces.py's
 
 
 @dataclass
@@ -133,35 +181,12 @@ class TrialConfig:
         return config
 
     def validate(self) -> "TrialConfig":
-        if self.data.input_h % 32 or self.data.input_w % 32:
-            raise ValueError(f"data.input_h/input_w must be multiples of 32 (the backbone's stride), got "
-                             f"{self.data.input_h}x{self.data.input_w}")
-        from datasets import meta
-
-        meta.get(self.data.dataset)  # names the choices when unknown
-        if self.data.decode not in ("dark", "shift"):
-            raise ValueError(f"data.decode must be 'dark' or 'shift', got {self.data.decode!r}")
-        if self.data.det_split not in ("val", "val_occ"):
-            raise ValueError(f"data.det_split must be 'val' or 'val_occ', got {self.data.det_split!r}")
-        for name in ("flip_p", "half_body_p", "photometric_p", "rotation_p"):
-            if not 0.0 <= getattr(self.data, name) <= 1.0:
-                raise ValueError(f"data.{name} must be a probability in [0, 1], got {getattr(self.data, name)}")
-        self.lja.validate()
-        self.occ.validate()
-        from trainables.losses import MIMIC_LOSSES
-
-        if self.oasnet.mimic not in MIMIC_LOSSES:
-            raise ValueError(f"oasnet.mimic must be one of {MIMIC_LOSSES}, got {self.oasnet.mimic!r}")
-        if self.oasnet.enabled and not (self.lja.enabled or self.occ.p_occ > 0 or self.occ.targeted != "none"):
-            raise ValueError("oasnet.enabled needs an artificial occlusion for its occluded view: set lja.enabled, "
-                             "occ.p_occ > 0 or occ.targeted")
-        if self.loss.structure and self.loss.structure_aware_alpha > 0:
-            raise ValueError("loss.structure (DSL) and loss.structure_aware_alpha (Ke et al.) are alternatives")
-        for name in ("amp", "channels_last", "gpu_augment"):
-            if getattr(self.runtime, name) not in ("auto", "on", "off"):
-                raise ValueError(f"runtime.{name} must be auto, on or off, got {getattr(self.runtime, name)!r}")
-        if self.optim.epochs < 1 or self.optim.batch_size < 1:
-            raise ValueError("optim.epochs and optim.batch_size must be >= 1")
+        """Each section's own checks, then those spanning sections; ValueError naming the key."""
+        for section in fields(self):
+            getattr(self, section.name).validate()
+        if self.oasnet.enabled and not occludes(self.lja, self.occ):
+            raise ValueError("oasnet.enabled needs an artificial occlusion for its occluded view: set lja.enabled "
+                             "with lja.p > 0, occ.p_occ > 0 or occ.targeted")
         return self
 
     def replace(self, **flat) -> "TrialConfig":

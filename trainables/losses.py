@@ -1,7 +1,10 @@
-"""Heatmap losses: keypoint MSE with target weights, and LJA's dynamic structure loss (DSL).
+"""Heatmap losses: keypoint MSE with target weights, LJA's dynamic structure loss (DSL), Ke et al.'s structure-aware
+loss and OASNet's mimic losses.
 
-DSL is written by hand from the paper: L = L_mse + lambda(t) * L_limb, where L_limb compares *structure
-heatmaps* - each chain joint's heatmap plus its chain neighbours' - of prediction and ground truth.
+DSL is written by hand from the LJA paper (Han et al. 2024, "Occluded Human Pose Estimation based on Limb Joint
+Augmentation", arXiv:2410.09885): L = L_mse + lambda(t) * L_limb, where L_limb compares *structure heatmaps* - each
+chain joint's heatmap plus its chain neighbours' - of prediction and ground truth. `LossConfig` is both the
+TrialConfig section `loss` and the parameters the DSL and its lambda(t) schedule take.
 """
 from __future__ import annotations
 
@@ -11,6 +14,67 @@ from dataclasses import dataclass
 import torch
 
 SCHEDULES = ("constant", "step", "linear", "exponential")
+
+
+def check_choice(section: str, config, name: str, choices) -> None:
+    """ValueError naming `section.name` when its value is not one of `choices`."""
+    if getattr(config, name) not in choices:
+        raise ValueError(f"{section}.{name} must be one of {tuple(choices)}, got {getattr(config, name)!r}")
+
+
+def check_non_negative(section: str, config, names) -> None:
+    """ValueError naming `section.name` for the first of `names` below 0 (a loss weight of 0 switches its term
+    off: an ablation point, so allowed)."""
+    for name in names:
+        if not getattr(config, name) >= 0.0:
+            raise ValueError(f"{section}.{name} must be >= 0, got {getattr(config, name)}")
+
+
+@dataclass
+class LossConfig:
+    """The TrialConfig section `loss`: which structure term is added to the keypoint MSE, and DSL's lambda(t).
+
+    lambda(t) over training progress t in [0, 1] (`lambda_at`; our reading of the paper's four schedule families):
+    constant: lambda_max throughout. step: 0 until t >= step_at, then lambda_max.
+    linear: rises from 0 to lambda_max at t = ramp_until, then stays.
+    exponential: lambda_max * (1 - exp(-exp_rate * t)) / (1 - exp(-exp_rate)): a saturating rise.
+    Ranges and allowed values are checked by `validate()` (also on construction).
+    """
+
+    structure: bool = True  # DSL on top of the keypoint MSE
+    schedule: str = "step"  # one of SCHEDULES
+    lambda_max: float = 0.25
+    step_at: float = 0.5  # step schedule: fraction of training after which lambda = lambda_max
+    ramp_until: float = 1.0  # linear schedule: fraction of training at which lambda reaches lambda_max
+    exp_rate: float = 5.0  # exponential schedule: rise rate
+    structure_aware_alpha: float = 0.0  # > 0 (with structure off): Ke et al.'s structure-aware loss, the baseline
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "LossConfig":
+        """ValueError naming the `loss.*` key that is out of range or not allowed."""
+        check_choice("loss", self, "schedule", SCHEDULES)
+        check_non_negative("loss", self, ("lambda_max", "structure_aware_alpha"))
+        for name in ("step_at", "ramp_until"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"loss.{name} must be a fraction of training in [0, 1], got {getattr(self, name)}")
+        if not self.exp_rate > 0.0:  # the exponential schedule divides by 1 - exp(-exp_rate)
+            raise ValueError(f"loss.exp_rate must be > 0, got {self.exp_rate}")
+        if self.structure and self.structure_aware_alpha > 0:
+            raise ValueError("loss.structure (DSL) and loss.structure_aware_alpha (Ke et al.) are alternatives")
+        return self
+
+    def lambda_at(self, t: float) -> float:
+        """DSL's weight lambda(t) of the limb loss at training progress t (clamped to [0, 1])."""
+        t = min(max(t, 0.0), 1.0)
+        if self.schedule == "constant":
+            return self.lambda_max
+        if self.schedule == "step":
+            return self.lambda_max if t >= self.step_at else 0.0
+        if self.schedule == "linear":
+            return self.lambda_max * min(1.0, t / max(self.ramp_until, 1e-8))
+        return self.lambda_max * (1 - math.exp(-self.exp_rate * t)) / (1 - math.exp(-self.exp_rate))
 
 
 def keypoint_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -36,41 +100,14 @@ def structure_heatmaps(heatmaps: torch.Tensor, weight: torch.Tensor, matrix: tor
     return torch.einsum("sk,nkhw->nshw", matrix.to(heatmaps), heatmaps * weight[:, :, None, None])
 
 
-@dataclass(frozen=True)
-class LambdaSchedule:
-    """lambda(t) over training progress t in [0, 1] (our reading of the paper's four schedule families).
-
-    constant: lambda_max throughout. step: 0 until t >= step_at, then lambda_max.
-    linear: rises from 0 to lambda_max at t = ramp_until, then stays.
-    exponential: lambda_max * (1 - exp(-exp_rate * t)) / (1 - exp(-exp_rate)): a saturating rise.
-    """
-
-    kind: str = "step"
-    lambda_max: float = 1.0
-    step_at: float = 0.5
-    ramp_until: float = 1.0
-    exp_rate: float = 5.0
-
-    def __post_init__(self):
-        if self.kind not in SCHEDULES:
-            raise ValueError(f"loss.schedule must be one of {SCHEDULES}, got {self.kind!r}")
-
-    def __call__(self, t: float) -> float:
-        t = min(max(t, 0.0), 1.0)
-        if self.kind == "constant":
-            return self.lambda_max
-        if self.kind == "step":
-            return self.lambda_max if t >= self.step_at else 0.0
-        if self.kind == "linear":
-            return self.lambda_max * min(1.0, t / max(self.ramp_until, 1e-8))
-        return self.lambda_max * (1 - math.exp(-self.exp_rate * t)) / (1 - math.exp(-self.exp_rate))
-
-
 class DynamicStructureLoss(torch.nn.Module):
-    def __init__(self, limb_chains, num_keypoints: int, schedule: LambdaSchedule):
+    """LJA's DSL: keypoint MSE + lambda(progress) x the MSE of the limb chains' structure heatmaps; lambda(t) is
+    `config.lambda_at` (the `loss` section)."""
+
+    def __init__(self, limb_chains, num_keypoints: int, config: LossConfig):
         super().__init__()
         self.register_buffer("matrix", structure_matrix(limb_chains, num_keypoints), persistent=False)
-        self.schedule = schedule
+        self.config = config
 
     def forward(self, pred, target, weight, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
         mse = keypoint_mse(pred, target, weight)
@@ -78,7 +115,7 @@ class DynamicStructureLoss(torch.nn.Module):
         limb = keypoint_mse(
             structure_heatmaps(pred, weight, self.matrix), structure_heatmaps(target, weight, self.matrix), ones
         )
-        lam = self.schedule(progress)
+        lam = self.config.lambda_at(progress)
         return mse + lam * limb, {"loss_mse": mse.item(), "loss_limb": limb.item(), "lambda": lam}
 
 

@@ -1,4 +1,8 @@
-"""Model zoo behind one name -> factory registry (timm's idea): image batch -> K heatmaps at 1/4 resolution."""
+"""Model zoo behind one name -> factory registry (timm's idea): image batch -> K heatmaps at 1/4 resolution.
+
+The model classes keep this import path: registered MLflow models pickle them and carry only the `trainables`
+package with them, so this module imports nothing from `datasets`.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -22,8 +26,14 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-# Each model's default input (h, w): the papers' COCO setting.
-DEFAULT_INPUT = {"vitpose_b": (256, 192)}
+# Every model's default input (h, w): the papers' COCO setting, datasets.meta's COCO input_hw (not imported, see
+# above; tests/test_models_losses.py checks they agree).
+DEFAULT_INPUT_HW: tuple[int, int] = (256, 192)
+
+
+def default_input(name: str) -> tuple[int, int]:
+    """The input (h, w) `name` is described and tested at."""
+    return DEFAULT_INPUT_HW
 
 
 def create_model(name: str, num_keypoints: int = 17, pretrained: bool | str = False, **kwargs) -> nn.Module:
@@ -130,12 +140,12 @@ for _width in (32, 48):
 class ViTPose(nn.Module):
     """Xu et al. 2022: a plain ViT-B/16 on the 256x192 crop (a 16x12 token grid) and a light decoder.
 
-    drop_path_rate 0.3 is ViTPose-B's stochastic depth. decoder="classic": two 4x4 stride-2 deconvolutions (256 channels, BN, ReLU) to 1/4 resolution, a 1x1 head;
-    decoder="simple": bilinear x4 upsampling, ReLU, a 3x3 head.
+    drop_path_rate 0.3 is ViTPose-B's stochastic depth. decoder="classic": two 4x4 stride-2 deconvolutions (256
+    channels, BN, ReLU) to 1/4 resolution, a 1x1 head; decoder="simple": bilinear x4 upsampling, ReLU, a 3x3 head.
     """
 
-    def __init__(self, num_keypoints: int, input_hw=(256, 192), decoder: str = "classic", pretrained: bool = False,
-                 drop_path_rate: float = 0.3, **_):
+    def __init__(self, num_keypoints: int, input_hw=DEFAULT_INPUT_HW, decoder: str = "classic",
+                 pretrained: bool = False, drop_path_rate: float = 0.3, **_):
         super().__init__()
         import timm
 
@@ -168,9 +178,10 @@ register("vitpose_b")(lambda num_keypoints, **kw: ViTPose(num_keypoints, **kw))
 
 
 def describe(name: str, num_keypoints: int = 17) -> dict:
-    """{"params_m", "gflops" (multiply-adds of one forward pass, in 1e9), "input": [h, w]} at the default input."""
+    """{"params_m", "gflops" (multiply-adds of one forward pass, in 1e9), "input": [h, w]} at the default input
+    (`default_input`)."""
     model = create_model(name, num_keypoints)
-    input_hw = DEFAULT_INPUT.get(name, (256, 192))
+    input_hw = default_input(name)
     return {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
             "gflops": round(count_flops(model, input_hw) / 2 / 1e9, 3), "input": list(input_hw)}
 

@@ -1,4 +1,5 @@
-"""OASNet (occlusion-aware siamese network), written by hand from the paper around any zoo model.
+"""OASNet, written by hand from the paper (Zhou et al. 2020, "Occlusion-Aware Siamese Network for Human Pose
+Estimation", ECCV) around any zoo model.
 
 On the model's 1/4-resolution features F: an occlusion branch predicts H_o (supervised by the clamped sum of the
 occluded joints' Gaussians), attention H_A = 1 - H_o erases the occluded features (F * H_A), two 3x3 dilated
@@ -7,6 +8,8 @@ clean and an artificially occluded view of the same crop share every weight; the
 features mimic the clean view's where the clean image is not naturally occluded:
 
     L = L_J + lambda_o * L_o + lambda_mimic * L_mimic
+
+`OASNetConfig` is both the TrialConfig section `oasnet` and what `OASNetLoss.from_config` builds the loss from.
 """
 from __future__ import annotations
 
@@ -15,7 +18,30 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trainables.losses import MimicLoss, keypoint_mse
+from trainables.losses import MIMIC_LOSSES, MimicLoss, check_choice, check_non_negative, keypoint_mse
+
+
+@dataclass
+class OASNetConfig:
+    """The TrialConfig section `oasnet`: OASNet around the model (occlusion branch, feature erasing +
+    reconstruction, siamese mimic loss). Needs an artificial occlusion (lja.enabled, occ.p_occ or occ.targeted) to
+    build the occluded view, which TrialConfig.validate checks across sections; `validate()` checks this section's
+    own ranges (also on construction)."""
+
+    enabled: bool = False
+    mimic: str = "l2"  # one of MIMIC_LOSSES: l2, cosine, kl, sinkhorn
+    detach: bool = True  # stop the mimic loss's gradient into the clean (teacher) branch
+    lambda_mimic: float = 1e-2
+    lambda_o: float = 1.0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "OASNetConfig":
+        """ValueError naming the `oasnet.*` key that is out of range or not allowed."""
+        check_choice("oasnet", self, "mimic", MIMIC_LOSSES)
+        check_non_negative("oasnet", self, ("lambda_mimic", "lambda_o"))
+        return self
 
 
 class OASNet(nn.Module):
@@ -49,9 +75,17 @@ class OASNet(nn.Module):
 
 @dataclass
 class OASNetLoss:
+    """L = L_J + lambda_o * L_o + lambda_mimic * L_mimic over a siamese batch (see __call__)."""
+
     mimic: MimicLoss
-    lambda_o: float = 1.0
-    lambda_mimic: float = 1e-2
+    lambda_o: float
+    lambda_mimic: float
+
+    @classmethod
+    def from_config(cls, config: OASNetConfig, model: OASNet) -> "OASNetLoss":
+        """The loss of the `oasnet` section for `model` (its mimic loss is built on the model's device)."""
+        mimic = MimicLoss(config.mimic, model.channels, detach=config.detach).to(next(model.parameters()).device)
+        return cls(mimic, lambda_o=config.lambda_o, lambda_mimic=config.lambda_mimic)
 
     def __call__(self, model, batch: dict, progress: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
         """batch (TopDownDataset with siamese=True): `image` (clean view) and `image_occluded`, `heatmaps`,

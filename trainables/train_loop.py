@@ -10,6 +10,7 @@ from __future__ import annotations
 def ray_train_loop(config: dict) -> None:
     """config is the flat TrialConfig."""
     from trainables.config import TrialConfig
-    from trainables.worker import RayReporter, fit
+    from trainables.runtime import RayReporter
+    from trainables.train import fit
 
     fit(TrialConfig.from_flat(config), RayReporter())

@@ -1,0 +1,78 @@
+"""Training recipes: named sets of TrialConfig defaults, each with one set of augmentation settings.
+
+- `synthetic`: the synthetic-CPU default, i.e. DataConfig's own defaults (defined there, read here): mild random
+  scale and no flip, half-body or extra rotation, which suit the embedded data on a short CPU budget.
+- `hrnet_coco` / `hrnet_mpii`: HRNet's COCO training recipe (Sun et al. 2019, deep-high-resolution-net's COCO
+  configs): random scale +-0.35, rotation +-45 deg with p 0.6, horizontal flip p 0.5, half-body p 0.3, and
+  flip-test evaluation, with SimpleBaseline-R50 at the dataset's input size (datasets.meta: 256x192 COCO, 256x256
+  MPII). HRNet's own MPII configs augment less (scale 0.25, rotation 30, no half-body); MPII trials have used the
+  COCO numbers so far and keep them here.
+- `smoke`: a real dataset checked end to end in minutes: HRNet's augmentation (so every transform runs) on the
+  smallest model at the synthetic input size.
+
+Recipes are flat TrialConfig keys (`data.rotation`, ...): `TrialConfig().replace(**recipe(name))`.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from datasets import meta
+from trainables.config import DataConfig, ModelConfig
+
+# The data.* fields a recipe sets: augmentation and the evaluation's flip-test.
+AUGMENTATION_KEYS = ("scale_factor", "rotation", "rotation_p", "flip_p", "half_body_p", "photometric_p", "flip_test")
+
+# HRNet's numbers (its COCO and MPII configs use the same augmentation).
+HRNET_AUGMENTATION = {"data.scale_factor": 0.35, "data.rotation": 45.0, "data.rotation_p": 0.6, "data.flip_p": 0.5,
+                      "data.half_body_p": 0.3, "data.flip_test": True}
+HRNET_MODEL = "simplebaseline_r50"
+
+
+def _defaults(section, prefix: str, names) -> dict[str, Any]:
+    default = section()
+    return {f"{prefix}.{f.name}": getattr(default, f.name) for f in fields(default) if f.name in names}
+
+
+def _hrnet(dataset: str) -> dict[str, Any]:
+    input_h, input_w = meta.get(dataset).input_hw
+    return {**_defaults(DataConfig, "data", AUGMENTATION_KEYS), **HRNET_AUGMENTATION, "model.name": HRNET_MODEL,
+            "data.input_h": input_h, "data.input_w": input_w}
+
+
+def _synthetic() -> dict[str, Any]:
+    return _defaults(DataConfig, "data", AUGMENTATION_KEYS + ("input_h", "input_w"))
+
+
+def _smoke() -> dict[str, Any]:
+    return {**_defaults(DataConfig, "data", ("input_h", "input_w")), **_defaults(ModelConfig, "model", ("name",)),
+            **_defaults(DataConfig, "data", AUGMENTATION_KEYS), **HRNET_AUGMENTATION}
+
+
+RECIPES = {"synthetic": _synthetic, "smoke": _smoke, "hrnet_coco": lambda: _hrnet("coco"),
+           "hrnet_mpii": lambda: _hrnet("mpii")}
+
+
+def recipe(name: str) -> dict[str, Any]:
+    """The flat TrialConfig settings of recipe `name` (one of RECIPES); ValueError naming the choices."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
+    return RECIPES[name]()
+
+
+def recipe_name(dataset: str, smoke: bool = False) -> str:
+    """The recipe a search on `dataset` trains with: synthetic data keeps its own; a real dataset HRNet's for its
+    protocol (MPII's for MPII, COCO's otherwise), or the smoke recipe."""
+    if dataset == "synthetic":
+        return "synthetic"
+    if smoke:
+        return "smoke"
+    return "hrnet_mpii" if meta.get(dataset).protocol == "mpii" else "hrnet_coco"
+
+
+def recipe_for(dataset: str, smoke: bool = False) -> dict[str, Any]:
+    """recipe(recipe_name(dataset, smoke)), at the dataset's own input size for the HRNet recipes."""
+    settings = recipe(recipe_name(dataset, smoke))
+    if not smoke and dataset != "synthetic":
+        settings["data.input_h"], settings["data.input_w"] = meta.get(dataset).input_hw
+    return settings
