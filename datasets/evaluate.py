@@ -18,7 +18,7 @@ are Head Shoulder Elbow Wrist Hip Knee Ankle Mean Mean@0.1 (PCKh percentages, se
 columns; see datasets/evaluation/scoring.py); the MPII .mat has no occlusion flag, so MPII takes `all` only.
 Bad input (checked by datasets/validation/: every field the protocol's reference scorer reads) exits with status 2
 and a message naming the file, the entry and the field; a person with labelled joints and a non-positive `area` is
-scored as pycocotools scores it (it can match no prediction) with a warning on stderr.
+scored as pycocotools scores it (only an exact prediction matches it) with a warning on stderr.
 """
 from __future__ import annotations
 

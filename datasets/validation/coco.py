@@ -13,8 +13,8 @@ A field the scorer would mis-read stops the run (AnnotationError naming file, an
 Infinity in `keypoints` (a NaN OKS matches at every threshold), an `id` two annotations share (pycocotools keeps
 one person twice), an `image_id` or `category_id` the file does not list (COCOeval drops those persons), a
 `num_keypoints` of 0 on a labelled person (it becomes an ignore region), no labelled person at all (AP -1).
-A person with labelled joints and a non-positive `area` can match no prediction (OKS divides by the area): the
-trainer and the search refuse it; `datasets/evaluate.py` scores it as the reference does and warns.
+A person with labelled joints and a non-positive `area` matches only a prediction exactly on its joints (OKS divides
+by the area): the trainer and the search refuse it; `datasets/evaluate.py` scores it as the reference does and warns.
 """
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
                               "train or score (the reference scorer would report AP -1)")
     if bad_area:
         message = (f"{source}: {len(bad_area)} annotation(s) with labelled joints have a non-positive field 'area' "
-                   f"(first: annotation {bad_area[0]}); OKS divides by it, so these persons can match no prediction")
+                   f"(first: annotation {bad_area[0]}); OKS divides by it, so any prediction off their joints by "
+                   "a fraction of a pixel scores 0 on them")
         if nonpositive_area != "warn":
             raise AnnotationError(message)
         checked.warnings.append(message)
