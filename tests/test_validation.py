@@ -71,3 +71,12 @@ def test_detector_boxes_kept_dropped_and_refused(tmp_path):
         validation.check_detections([], tmp_path, {7: "a.jpg"})
     with pytest.raises(AnnotationError, match="no person box left"):
         validation.check_detections([{**det, "category_id": 2}], tmp_path, {7: "a.jpg"})
+
+
+def test_protocol_of_a_skeleton_sets_the_fields_a_coco_file_needs():
+    from datasets.skeletons import COCO17, CROWDPOSE14
+
+    assert validation.protocol_of(COCO17) == "coco" and validation.protocol_of(CROWDPOSE14) == "crowdpose"
+    assert "area" in validation.ANNOTATION_FIELDS["coco"] and "area" not in validation.ANNOTATION_FIELDS["crowdpose"]
+    assert "crowdIndex" in validation.IMAGE_FIELDS["crowdpose"]
+    assert validation.Dropped().summary("boxes") == ""

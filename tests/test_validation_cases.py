@@ -10,7 +10,6 @@ import scipy.io
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from conftest import REPO_ROOT  # noqa: F401  (run_cli's working directory)
 from datasets import validation
 from datasets.annotations import load_detections, load_records
 from datasets.evaluation.metrics import quiet
@@ -80,7 +79,7 @@ def test_missing_num_keypoints_exits_2_and_stops_preflight_and_trainer(shared_da
     ("coco", COCO_GT, "annotations", "category_id", None, "field 'category_id' missing"),
     ("coco", COCO_GT, "annotations", "bbox", None, "field 'bbox' missing"),
     ("coco", COCO_GT, "annotations", "id", None, "field 'id' missing"),
-    ("coco", COCO_GT, "annotations", "keypoints", "abc", "field 'keypoints' has str values"),
+    ("coco", COCO_GT, "annotations", "keypoints", "abc", "field 'keypoints' is a str, expected a list"),
     ("coco", COCO_GT, "annotations", "keypoints", ["1"] * 51, "field 'keypoints' holds a value that is not a number"),
     ("coco", COCO_GT, "annotations", "bbox", "10 10 50 80", "field 'bbox' is not four finite numbers"),
     ("coco", COCO_GT, "annotations", "num_keypoints", "15", "field 'num_keypoints' is '15'"),

@@ -28,6 +28,14 @@ from datasets.validation.mpii import (MPII_GT_FIELDS, MPII_JSON_FIELDS, check_mp
 from datasets.validation.results import (DETECTION_FIELDS, RESULT_FIELDS, check_detections,  # noqa: F401
                                          check_results)
 
+__all__ = [
+    "ANNOTATION_FIELDS", "AnnotationError", "CocoGroundTruth", "DETECTION_FIELDS", "Dropped", "IMAGE_FIELDS",
+    "MPII_GT_FIELDS", "MPII_JSON_FIELDS", "MpiiFormatError", "PredictionError", "RESULT_FIELDS", "ValidationError",
+    "check_annotation_data", "check_annotations", "check_box", "check_coco_ground_truth", "check_detections",
+    "check_keypoints", "check_mpii_gt", "check_mpii_head_boxes", "check_mpii_person", "check_mpii_preds",
+    "check_results", "mat_fields", "person_box_drop", "protocol_of", "read_json",
+]
+
 
 def check_annotation_data(data, ann_file) -> None:
     """An annotation file holds either the MPII json (a list of persons) or COCO format."""

@@ -171,9 +171,11 @@ def _check_num_keypoints(value, labelled: int, protocol: str, source, entry: str
 def check_keypoints(values, skeleton: Skeleton, source, entry: str) -> np.ndarray:
     """COCO's flat [x, y, v] * K list as a (K, 3) float32 array: finite numbers, v in {0, 1, 2}."""
     expected = 3 * skeleton.num_keypoints
-    if not isinstance(values, list) or len(values) != expected:
-        size = len(values) if isinstance(values, list) else type(values).__name__
-        raise AnnotationError(f"{source}: {entry}: field 'keypoints' has {size} values, expected {expected} "
+    if not isinstance(values, list):
+        raise AnnotationError(f"{source}: {entry}: field 'keypoints' is a {type(values).__name__}, expected a list "
+                              f"of {expected} numbers")
+    if len(values) != expected:
+        raise AnnotationError(f"{source}: {entry}: field 'keypoints' has {len(values)} values, expected {expected} "
                               f"(x, y, v for the {skeleton.num_keypoints} {skeleton.name} keypoints)")
     arr = numbers(values)
     if arr is None:
