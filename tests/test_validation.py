@@ -1,4 +1,4 @@
-"""datasets/validation.py: the one validator that the readers, evaluate.py and the search's pre-flight call."""
+"""datasets/validation/: the one validator that the readers, evaluate.py and the search's pre-flight call."""
 import json
 
 import numpy as np
