@@ -1,11 +1,13 @@
 """Person records from the annotation formats users bring: COCO-style json (COCO, OCHuman, CrowdPose, the synthetic
 set), the HRNet/MMPose MPII json, and detector boxes in the COCO results format.
 
-Every record is validated on load by `datasets/validation.py`: a malformed annotation stops the run with an
-AnnotationError naming the file, the annotation id and the field.
+Every record is validated on load by `datasets/validation/`: a malformed annotation stops the run with an
+AnnotationError naming the file, the annotation id and the field; entries the reference readers drop (degenerate
+boxes, boxes outside their image) are left out, counted in the returned Records' `.dropped` and logged.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from datasets.validation import AnnotationError, read_json  # noqa: F401  (re-ex
 MPII_SCALE_PX = 200.0
 MPII_CENTER_SHIFT = 15.0
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class PersonRecord:
@@ -31,32 +35,58 @@ class PersonRecord:
     score: float = 1.0  # the detector's box score; 1 for ground-truth boxes
 
 
-def load_records(ann_file, image_dir, skeleton: Skeleton, head_boxes: np.ndarray | None = None) -> list[PersonRecord]:
-    """Records of every annotated person, in file order: COCO json (a dict) or the MPII json (a list)."""
+class Records(list):
+    """The PersonRecords of one file, in file order, with `dropped`: the entries left out (datasets.validation's
+    Dropped tally; empty when none was). A slice is a plain list."""
+
+    def __init__(self, records=(), dropped: validation.Dropped | None = None):
+        super().__init__(records)
+        self.dropped = dropped if dropped is not None else validation.Dropped()
+
+
+def _report(records: Records, source, what: str) -> Records:
+    if records.dropped:
+        log.warning("%s: %s", source, records.dropped.summary(what))
+    return records
+
+
+def load_records(ann_file, image_dir, skeleton: Skeleton, head_boxes: np.ndarray | None = None,
+                 protocol: str | None = None) -> Records:
+    """Records of every annotated person, in file order: COCO json (a dict) or the MPII json (a list).
+
+    `protocol` ("coco" or "crowdpose"; by default the one of the datasets using `skeleton`) sets the fields a COCO
+    file must carry (datasets/validation/coco.py). Entries the reference readers drop are counted in `.dropped`
+    and logged; a malformed file raises AnnotationError naming the file, the entry and the field."""
     data = read_json(ann_file, "annotation file")
     validation.check_annotation_data(data, ann_file)
     if isinstance(data, list):
         return load_mpii_records(data, Path(ann_file), Path(image_dir), skeleton, head_boxes)
-    return load_coco_records(data, Path(ann_file), Path(image_dir), skeleton)
+    return load_coco_records(data, Path(ann_file), Path(image_dir), skeleton, protocol)
 
 
-def load_coco_records(data: dict, ann_file: Path, image_dir: Path, skeleton: Skeleton) -> list[PersonRecord]:
-    files = {}
-    for i, image in enumerate(data["images"]):
-        validation.check_coco_image(image, i, ann_file)
-        files[image["id"]] = image_dir / image["file_name"]
-    records = []
-    for i, ann in enumerate(data["annotations"]):
-        keypoints, bbox, head_box = validation.check_coco_annotation(ann, i, ann_file, files, skeleton)
-        if ann.get("iscrowd", 0) or not (keypoints[:, 2] > 0).any():
+def load_coco_records(data: dict, ann_file: Path, image_dir: Path, skeleton: Skeleton,
+                      protocol: str | None = None) -> Records:
+    if protocol not in ("coco", "crowdpose"):
+        protocol = validation.protocol_of(skeleton)
+    checked = validation.check_coco_ground_truth(data, ann_file, skeleton, protocol, image_fields=("file_name",))
+    records = Records()
+    for ann, keypoints, bbox in zip(data["annotations"], checked.keypoints, checked.boxes):
+        image = checked.images[ann["image_id"]]
+        labelled = bool((keypoints[:, 2] > 0).any())
+        drop = validation.person_box_drop(bbox, image, labelled, bool(ann["iscrowd"]), ann_file,
+                                          f"annotation {ann['id']}")
+        if drop:
+            records.dropped[drop] += 1
+        if drop or ann["iscrowd"] or not labelled:
             continue  # crowd regions and persons without a labelled joint carry no training signal
-        records.append(PersonRecord(ann_id=ann["id"], image_id=ann["image_id"], file=files[ann["image_id"]],
+        head_box = tuple(float(v) for v in ann["head_box"]) if "head_box" in ann else None
+        records.append(PersonRecord(ann_id=ann["id"], image_id=ann["image_id"], file=image_dir / image["file_name"],
                                     bbox=bbox, keypoints=keypoints, head_box=head_box))
-    return records
+    return _report(records, ann_file, "annotations")
 
 
 def load_mpii_records(data: list, ann_file: Path, image_dir: Path, skeleton: Skeleton,
-                      head_boxes: np.ndarray | None = None) -> list[PersonRecord]:
+                      head_boxes: np.ndarray | None = None) -> Records:
     """The HRNet/MMPose MPII json: `image`, `center`, `scale` (x 200 px), 1-based `joints` (16 x 2), `joints_vis`.
 
     The person box is HRNet's: a square of side scale x 200 around the centre moved 15 x scale px down (the top-down
@@ -66,7 +96,7 @@ def load_mpii_records(data: list, ann_file: Path, image_dir: Path, skeleton: Ske
     """
     validation.check_mpii_head_boxes(len(data), head_boxes, ann_file)
     image_ids: dict[str, int] = {}
-    records = []
+    records = Records()
     for i, person in enumerate(data):
         joints, labelled, center, scale = validation.check_mpii_person(person, i, ann_file, skeleton)
         visibility = np.where(labelled > 0, 2, 0)
@@ -84,23 +114,21 @@ def load_mpii_records(data: list, ann_file: Path, image_dir: Path, skeleton: Ske
     return records
 
 
-def load_detections(det_file, image_dir, image_files: dict, skeleton: Skeleton,
-                    min_score: float = 0.0) -> list[PersonRecord]:
+def load_detections(det_file, image_dir, image_files: dict, skeleton: Skeleton, min_score: float = 0.0,
+                    keep_images=None) -> Records:
     """Person boxes from a detector in the COCO results format ({image_id, category_id, bbox, score}) as records
-    without keypoint labels; `image_files` maps the ground truth's image ids to file names."""
+    without keypoint labels. `image_files` maps the ground truth's image ids to file names; `keep_images` (default:
+    all of them) are the images evaluated. Boxes HRNet and MMPose would not score (another category, under
+    `min_score`, zero width or height) and boxes of other images are counted in `.dropped` and logged."""
     dets = read_json(det_file, "--det-file")
-    validation.check_detections(dets, det_file)
-    records = []
-    for i, det in enumerate(dets):
-        validation.check_detection_fields(det, i, det_file)
-        if det.get("category_id", 1) != 1 or det["score"] < min_score:
-            continue
-        bbox = validation.check_detection(det, i, det_file, image_files)
+    kept, dropped = validation.check_detections(dets, det_file, image_files, keep_images, min_score)
+    records = Records(dropped=dropped)
+    for i, det, bbox in kept:
         records.append(PersonRecord(
             ann_id=i, image_id=det["image_id"], file=Path(image_dir) / image_files[det["image_id"]], bbox=bbox,
             keypoints=np.zeros((skeleton.num_keypoints, 3), np.float32), score=float(det["score"]),
         ))
-    return records
+    return _report(records, det_file, "detector boxes")
 
 
 class RecordTable:

@@ -16,7 +16,9 @@ coordinates in GT joint order (the pred.mat HRNet and MMPose write is already 1-
 are Head Shoulder Elbow Wrist Hip Knee Ankle Mean Mean@0.1 (PCKh percentages, see datasets/evaluation/mpii.py).
 --visibility occluded|visible scores only the ground truth's occluded (v=1) or visible (v=2) joints (the O / NO
 columns; see datasets/evaluation/scoring.py); the MPII .mat has no occlusion flag, so MPII takes `all` only.
-Bad input (checked by datasets/validation.py) exits with status 2 and a message naming the file and field.
+Bad input (checked by datasets/validation/: every field the protocol's reference scorer reads) exits with status 2
+and a message naming the file, the entry and the field; a person with labelled joints and a non-positive `area` is
+scored as pycocotools scores it (only an exact prediction matches it) with a warning on stderr.
 """
 from __future__ import annotations
 
@@ -36,17 +38,21 @@ class InputError(Exception):
     """Bad user input: reported on stderr with exit status 2."""
 
 
-def _load_coco_style(gt_path: Path, pred_path: Path, skeleton, ann_fields: tuple[str, ...],
-                     image_fields: tuple[str, ...] = ("id",)):
-    """Validated ground truth (as a pycocotools COCO) and results for a COCO-format dataset."""
+def _load_coco_style(gt_path: Path, pred_path: Path, skeleton, protocol: str):
+    """Validated ground truth (as a pycocotools COCO) and results for a COCO-format dataset; what the reference
+    scores as it is but a user should hear about (datasets/validation/coco.py) is warned about on stderr."""
     from pycocotools.coco import COCO
 
     from datasets.evaluation.metrics import quiet
 
     gt_data = validation.read_json(gt_path, "--gt file")
-    validation.check_coco_ground_truth(gt_data, gt_path, skeleton, ann_fields, image_fields)
+    checked = validation.check_coco_ground_truth(gt_data, f"--gt {gt_path}", skeleton, protocol,
+                                                 nonpositive_area="warn")
+    for warning in checked.warnings:
+        print(f"evaluate.py: warning: {warning}", file=sys.stderr)
     results = validation.check_results(validation.read_json(pred_path, "--pred file"), pred_path,
-                                       {img["id"] for img in gt_data["images"]}, skeleton.num_keypoints)
+                                       checked.images, skeleton.num_keypoints,
+                                       {cat["id"] for cat in gt_data["categories"]})
     with quiet():
         gt = COCO()
         gt.dataset = gt_data
@@ -57,18 +63,25 @@ def _load_coco_style(gt_path: Path, pred_path: Path, skeleton, ann_fields: tuple
 VISIBILITY = {"all": None, "occluded": 1, "visible": 2}
 
 
-def _restrict(gt, visibility: str):
-    from datasets.evaluation.scoring import visibility_subset
+def _restrict(gt, visibility: str, gt_path: Path):
+    """The ground truth scored for `--visibility`; InputError when it has no joint of that kind (AP would be -1)."""
+    from datasets.evaluation.scoring import has_labelled_person, visibility_subset
 
-    return gt if VISIBILITY[visibility] is None else visibility_subset(gt, VISIBILITY[visibility])
+    if VISIBILITY[visibility] is None:
+        return gt
+    subset = visibility_subset(gt, VISIBILITY[visibility])
+    if not has_labelled_person(subset):
+        raise InputError(f"--gt {gt_path}: no annotation has a joint with visibility flag {VISIBILITY[visibility]} "
+                         f"({visibility}); there is nothing to score with --visibility {visibility}")
+    return subset
 
 
 def evaluate_coco_style(gt_path: Path, pred_path: Path, visibility: str = "all") -> dict[str, float]:
     from datasets.evaluation.metrics import oks_ap
 
     skeleton = meta.get("coco").skeleton
-    gt, results = _load_coco_style(gt_path, pred_path, skeleton, ("keypoints", "image_id", "bbox", "area", "iscrowd"))
-    return oks_ap(_restrict(gt, visibility), results, skeleton.sigmas_array())
+    gt, results = _load_coco_style(gt_path, pred_path, skeleton, "coco")
+    return oks_ap(_restrict(gt, visibility, gt_path), results, skeleton.sigmas_array())
 
 
 def evaluate_crowdpose(gt_path: Path, pred_path: Path, visibility: str = "all") -> dict[str, float]:
@@ -76,10 +89,8 @@ def evaluate_crowdpose(gt_path: Path, pred_path: Path, visibility: str = "all") 
     from datasets.evaluation.crowdpose import crowdpose_ap
 
     skeleton = meta.get("crowdpose").skeleton
-    gt, results = _load_coco_style(
-        gt_path, pred_path, skeleton, ("keypoints", "image_id", "category_id", "bbox", "iscrowd", "num_keypoints"),
-        image_fields=("id", "crowdIndex"))
-    return crowdpose_ap(_restrict(gt, visibility), results, skeleton.sigmas_array())
+    gt, results = _load_coco_style(gt_path, pred_path, skeleton, "crowdpose")
+    return crowdpose_ap(_restrict(gt, visibility, gt_path), results, skeleton.sigmas_array())
 
 
 def evaluate_mpii(gt_path: Path, pred_path: Path) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""datasets/validation.py: the one validator that the readers, evaluate.py and the search's pre-flight call."""
+"""datasets/validation/: the one validator that the readers, evaluate.py and the search's pre-flight call."""
 import json
 
 import numpy as np
@@ -36,16 +36,47 @@ def test_prediction_checks_name_the_entry_and_field(tmp_path):
         validation.check_results([{**ok, "score": float("nan")}], tmp_path, {1}, 17)
     with pytest.raises(PredictionError, match="entry 0 field 'image_id' 2"):
         validation.check_results([{**ok, "image_id": 2}], tmp_path, {1}, 17)
+    with pytest.raises(PredictionError, match="entry 1 field 'category_id' 2 is not a category"):
+        validation.check_results([ok, {**ok, "category_id": 2}], tmp_path, {1}, 17)
+    with pytest.raises(PredictionError, match="entry 0 field 'keypoints' holds a non-finite or non-numeric"):
+        validation.check_results([{**ok, "keypoints": ["1.0"] * 51}], tmp_path, {1}, 17)
+    with pytest.raises(PredictionError, match="holds no prediction"):
+        validation.check_results([], tmp_path, {1}, 17)
     assert validation.check_mpii_preds(np.zeros((3, 16, 2)), num_persons=3).shape == (3, 16, 2)
     with pytest.raises(MpiiFormatError, match=r"preds has shape \(3, 17, 2\)"):
         validation.check_mpii_preds(np.zeros((3, 17, 2)))
+    nan = np.zeros((3, 16, 2))
+    nan[1, 4, 0] = np.nan
+    with pytest.raises(MpiiFormatError, match="NaN or infinity .first: person 1, joint 4"):
+        validation.check_mpii_preds(nan)
 
 
-def test_detector_boxes_checked_once_kept(tmp_path):
+def test_detector_boxes_kept_dropped_and_refused(tmp_path):
     det = {"image_id": 7, "bbox": [1, 2, 3, 4], "score": 0.5}
-    validation.check_detection_fields(det, 0, tmp_path)
-    assert validation.check_detection(det, 0, tmp_path, {7: "a.jpg"}) == (1.0, 2.0, 3.0, 4.0)
+    flat = {**det, "bbox": [1, 2, 0, 4], "score": 0.02}
+    kept, dropped = validation.check_detections([det, flat, {**det, "image_id": 8}], tmp_path, {7: "a.jpg", 8: "b.jpg"},
+                                                keep_images={7})
+    assert [(i, box) for i, _, box in kept] == [(0, (1.0, 2.0, 3.0, 4.0))]
+    assert dropped == {"with a zero or negative width/height": 1, "on images outside the evaluated subset": 1}
+    assert "dropped 2 boxes" in dropped.summary("boxes")
     with pytest.raises(AnnotationError, match="entry 0: field 'score' missing"):
-        validation.check_detection_fields({"image_id": 7, "bbox": [1, 2, 3, 4]}, 0, tmp_path)
+        validation.check_detections([{"image_id": 7, "bbox": [1, 2, 3, 4]}], tmp_path, {7: "a.jpg"})
+    with pytest.raises(AnnotationError, match="entry 1: field 'score' is nan"):
+        validation.check_detections([det, {**det, "score": float("nan")}], tmp_path, {7: "a.jpg"})
+    with pytest.raises(AnnotationError, match="entry 0: field 'bbox' is not four finite numbers"):
+        validation.check_detections([{**det, "bbox": "1 2 3 4"}], tmp_path, {7: "a.jpg"})
     with pytest.raises(AnnotationError, match="entry 3: field 'image_id' 8 is not an image of the ground truth"):
-        validation.check_detection({**det, "image_id": 8}, 3, tmp_path, {7: "a.jpg"})
+        validation.check_detections([det] * 3 + [{**det, "image_id": 8}], tmp_path, {7: "a.jpg"})
+    with pytest.raises(AnnotationError, match="holds no box"):
+        validation.check_detections([], tmp_path, {7: "a.jpg"})
+    with pytest.raises(AnnotationError, match="no person box left"):
+        validation.check_detections([{**det, "category_id": 2}], tmp_path, {7: "a.jpg"})
+
+
+def test_protocol_of_a_skeleton_sets_the_fields_a_coco_file_needs():
+    from datasets.skeletons import COCO17, CROWDPOSE14
+
+    assert validation.protocol_of(COCO17) == "coco" and validation.protocol_of(CROWDPOSE14) == "crowdpose"
+    assert "area" in validation.ANNOTATION_FIELDS["coco"] and "area" not in validation.ANNOTATION_FIELDS["crowdpose"]
+    assert "crowdIndex" in validation.IMAGE_FIELDS["crowdpose"]
+    assert validation.Dropped().summary("boxes") == ""

@@ -7,5 +7,5 @@
     splits.py     load_eval_split: one evaluation split's records, ground truth and scorer
     mean_pose.py  the mean-pose-in-box baseline
 
-Input files are checked by datasets/validation.py; datasets/evaluate.py is the command-line tool.
+Input files are checked by datasets/validation/ (the one validator); datasets/evaluate.py is the command-line tool.
 """

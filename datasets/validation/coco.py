@@ -1,0 +1,204 @@
+"""COCO-format ground truth (COCO, OCHuman, CrowdPose, the synthetic set): every field the reference scorers read.
+
+What reads what (so what must be there, typed):
+- pycocotools `COCO.createIndex`: images' `id`, annotations' `id`, `image_id`, `category_id`, categories' `id`;
+- `COCOeval(iouType="keypoints")`: `iscrowd`, `num_keypoints` (== 0 makes a person an ignore region), `keypoints`,
+  `bbox` (a person without labelled joints is matched by distance to its box) and `area` (OKS's scale, and the
+  small/medium/large ranges);
+- the CrowdPose protocol (datasets/evaluation/crowdpose.py): the same without `area` (bbox_w x bbox_h x 0.53 in its
+  place), plus each image's `crowdIndex`;
+- the top-down readers (datasets/annotations.py): images' `file_name`, `width`, `height` and each person's box.
+
+A field the scorer would mis-read stops the run (AnnotationError naming file, annotation and field): NaN or
+Infinity in `keypoints` (a NaN OKS matches at every threshold), an `id` two annotations share (pycocotools keeps
+one person twice), an `image_id` or `category_id` the file does not list (COCOeval drops those persons), a
+`num_keypoints` of 0 on a labelled person (it becomes an ignore region), no labelled person at all (AP -1).
+A person with labelled joints and a non-positive `area` matches only a prediction exactly on its joints (OKS divides
+by the area): the trainer and the search refuse it; `datasets/evaluate.py` scores it as the reference does and warns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datasets.skeletons import Skeleton
+from datasets.validation.base import AnnotationError, box_extent, check_box, is_id, is_number, numbers
+
+IMAGE_FIELDS = {"coco": ("id", "width", "height"), "crowdpose": ("id", "width", "height", "crowdIndex")}
+ANNOTATION_FIELDS = {
+    "coco": ("id", "image_id", "category_id", "keypoints", "num_keypoints", "iscrowd", "bbox", "area"),
+    "crowdpose": ("id", "image_id", "category_id", "keypoints", "num_keypoints", "iscrowd", "bbox"),
+}
+
+
+@dataclass
+class CocoGroundTruth:
+    """A checked COCO-format file: images by id, and each annotation's parsed keypoints (K, 3) and box (x y w h),
+    in file order. `warnings`: what the reference scores as it is but a user should hear about."""
+
+    images: dict
+    keypoints: list = field(default_factory=list)
+    boxes: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+
+def protocol_of(skeleton: Skeleton) -> str:
+    """The COCO-format protocol ("coco" or "crowdpose") of the datasets that use `skeleton`."""
+    from datasets import meta
+
+    protocols = {m.protocol for m in meta.DATASETS.values() if m.skeleton is skeleton} - {"mpii"}
+    return "crowdpose" if protocols == {"crowdpose"} else "coco"
+
+
+def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "coco",
+                            nonpositive_area: str = "refuse", image_fields: tuple[str, ...] = ()) -> CocoGroundTruth:
+    """Check a parsed COCO-format annotation file for `protocol` ("coco" or "crowdpose").
+
+    `source` starts every message (the file, or "--gt FILE"). `nonpositive_area`: "refuse" (trainer, pre-flight)
+    or "warn" (evaluate.py, which prints the reference's numbers). `image_fields`: fields an image needs besides
+    the protocol's (the readers add "file_name"). Raises AnnotationError naming the file, entry and field."""
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise AnnotationError(f"{source}: not a COCO annotation file (needs 'images' and 'annotations' lists)")
+    images = _check_images(data["images"], source, (*IMAGE_FIELDS[protocol], *image_fields))
+    categories = _check_categories(data.get("categories"), source)
+    checked = CocoGroundTruth(images)
+    seen: dict = {}
+    bad_area = []
+    fields = ANNOTATION_FIELDS[protocol]
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise AnnotationError(f"{source}: annotation #{i} is {type(ann).__name__}, expected an object")
+        entry = f"annotation {ann.get('id', f'#{i}')}"
+        for name in fields:
+            if name not in ann:
+                raise AnnotationError(f"{source}: {entry}: field {name!r} missing")
+        ann_id = ann["id"]
+        if not is_id(ann_id):
+            raise AnnotationError(f"{source}: annotation #{i}: field 'id' {ann_id!r} is not an integer or string")
+        if ann_id in seen:
+            raise AnnotationError(f"{source}: {entry}: field 'id' {ann_id!r} is shared by annotations #{seen[ann_id]} "
+                                  f"and #{i} (pycocotools would keep one person twice)")
+        seen[ann_id] = i
+        if not is_id(ann["image_id"]) or ann["image_id"] not in images:
+            raise AnnotationError(f"{source}: {entry}: field 'image_id' {ann['image_id']!r} is not an image of the "
+                                  "file")
+        if not is_id(ann["category_id"]) or ann["category_id"] not in categories:
+            raise AnnotationError(f"{source}: {entry}: field 'category_id' {ann['category_id']!r} is not a category "
+                                  f"of the file ({sorted(categories, key=str)})")
+        if ann["iscrowd"] not in (0, 1) or not isinstance(ann["iscrowd"], (int, bool)):
+            raise AnnotationError(f"{source}: {entry}: field 'iscrowd' is {ann['iscrowd']!r}, expected 0 or 1")
+        kpts = check_keypoints(ann["keypoints"], skeleton, source, entry)
+        labelled = int((kpts[:, 2] > 0).sum())
+        _check_num_keypoints(ann["num_keypoints"], labelled, protocol, source, entry)
+        box = check_box(ann["bbox"], source, entry, "bbox")
+        if "area" in fields:
+            if not is_number(ann["area"]):
+                raise AnnotationError(f"{source}: {entry}: field 'area' is {ann['area']!r}, expected a finite number")
+            if ann["area"] <= 0 and labelled and not ann["iscrowd"]:
+                bad_area.append(ann_id)
+        if "head_box" in ann:
+            head = check_box(ann["head_box"], source, entry, "head_box", xywh=False)
+            if min(box_extent(head, xywh=False)) <= 0:
+                raise AnnotationError(f"{source}: {entry}: field 'head_box' has a negative or zero width/height: "
+                                      f"{ann['head_box']}")
+        checked.keypoints.append(kpts)
+        checked.boxes.append(box)
+    if not any((k[:, 2] > 0).any() and not a["iscrowd"] for k, a in zip(checked.keypoints, data["annotations"])):
+        raise AnnotationError(f"{source}: no annotation has a labelled joint outside a crowd region: nothing to "
+                              "train or score (the reference scorer would report AP -1)")
+    if bad_area:
+        message = (f"{source}: {len(bad_area)} annotation(s) with labelled joints have a non-positive field 'area' "
+                   f"(first: annotation {bad_area[0]}); OKS divides by it, so any prediction off their joints by "
+                   "a fraction of a pixel scores 0 on them")
+        if nonpositive_area != "warn":
+            raise AnnotationError(message)
+        checked.warnings.append(message)
+    return checked
+
+
+def _check_images(images: list, source, fields: tuple[str, ...]) -> dict:
+    by_id: dict = {}
+    for i, image in enumerate(images):
+        if not isinstance(image, dict):
+            raise AnnotationError(f"{source}: image #{i} is {type(image).__name__}, expected an object")
+        entry = f"image {image.get('id', f'#{i}')}"
+        for name in fields:
+            if name not in image:
+                raise AnnotationError(f"{source}: {entry}: field {name!r} missing")
+        if not is_id(image["id"]):
+            raise AnnotationError(f"{source}: image #{i}: field 'id' {image['id']!r} is not an integer or string")
+        if image["id"] in by_id:
+            raise AnnotationError(f"{source}: {entry}: field 'id' is shared by images #{by_id[image['id']][0]} and "
+                                  f"#{i}")
+        for name in ("width", "height"):
+            if name in image and not (is_number(image[name]) and image[name] > 0):
+                raise AnnotationError(f"{source}: {entry}: field {name!r} is {image[name]!r}, expected a positive "
+                                      "number of pixels")
+        if "crowdIndex" in fields and not is_number(image["crowdIndex"]):
+            raise AnnotationError(f"{source}: {entry}: field 'crowdIndex' is {image['crowdIndex']!r}, expected a "
+                                  "finite number")
+        if "file_name" in fields and not isinstance(image["file_name"], str):
+            raise AnnotationError(f"{source}: {entry}: field 'file_name' is not a string")
+        by_id[image["id"]] = (i, image)
+    return {key: image for key, (_, image) in by_id.items()}
+
+
+def _check_categories(categories, source) -> set:
+    """The category ids; COCOeval evaluates exactly these, so a file without any scores nothing."""
+    if not isinstance(categories, list) or not categories:
+        raise AnnotationError(f"{source}: field 'categories' missing or empty (COCOeval scores the categories the "
+                              "file lists)")
+    ids = set()
+    for i, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not is_id(cat.get("id")):
+            raise AnnotationError(f"{source}: category #{i}: field 'id' missing or not an integer or string")
+        ids.add(cat["id"])
+    return ids
+
+
+def _check_num_keypoints(value, labelled: int, protocol: str, source, entry: str) -> None:
+    """COCOeval ignores a person whose `num_keypoints` is 0. COCO counts every labelled joint; CrowdPose counts
+    only the 12 limb joints (not head and neck), so there only a count above the labelled joints is wrong."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise AnnotationError(f"{source}: {entry}: field 'num_keypoints' is {value!r}, expected a count")
+    if (value > 0 and not labelled) or (protocol == "coco" and value == 0 and labelled):
+        raise AnnotationError(f"{source}: {entry}: field 'num_keypoints' is {value} but {labelled} joints are "
+                              "labelled (COCOeval ignores a person with num_keypoints 0)")
+
+
+def check_keypoints(values, skeleton: Skeleton, source, entry: str) -> np.ndarray:
+    """COCO's flat [x, y, v] * K list as a (K, 3) float32 array: finite numbers, v in {0, 1, 2}."""
+    expected = 3 * skeleton.num_keypoints
+    if not isinstance(values, list):
+        raise AnnotationError(f"{source}: {entry}: field 'keypoints' is a {type(values).__name__}, expected a list "
+                              f"of {expected} numbers")
+    if len(values) != expected:
+        raise AnnotationError(f"{source}: {entry}: field 'keypoints' has {len(values)} values, expected {expected} "
+                              f"(x, y, v for the {skeleton.num_keypoints} {skeleton.name} keypoints)")
+    arr = numbers(values)
+    if arr is None:
+        kind = "NaN or infinity" if all(isinstance(v, (int, float)) for v in values) else "a value that is not a number"
+        raise AnnotationError(f"{source}: {entry}: field 'keypoints' holds {kind}")
+    kpts = arr.astype(np.float32).reshape(-1, 3)
+    if not np.isin(kpts[:, 2], (0, 1, 2)).all():
+        raise AnnotationError(f"{source}: {entry}: field 'keypoints' has visibility flags "
+                              f"{sorted(set(kpts[:, 2].tolist()))}, expected 0, 1 or 2")
+    return kpts
+
+
+def person_box_drop(box, image: dict, labelled: bool, crowd: bool, source, entry: str) -> str | None:
+    """Why a person's box is left out of the records (None: kept). A box of zero or negative width or height, or
+    one entirely outside its image, is dropped as HRNet's reader drops it after clipping to the image; on a
+    person with labelled joints a degenerate box is a broken label, and AnnotationError names it."""
+    w, h = box_extent(box)
+    if w <= 0 or h <= 0:
+        if labelled and not crowd:
+            raise AnnotationError(f"{source}: {entry}: field 'bbox' has a negative or zero width/height: "
+                                  f"{list(box)}")
+        return "with a zero or negative box width/height"
+    x, y = box[0], box[1]
+    if x >= image["width"] or y >= image["height"] or x + w <= 0 or y + h <= 0:
+        return "with a box entirely outside its image"
+    return None

@@ -1,0 +1,85 @@
+"""COCO results files: keypoint predictions (datasets/evaluate.py --pred) and detector boxes (--det-file).
+
+Predictions are refused when COCOeval would mis-read them: a non-finite or non-numeric keypoint or score, an image
+or category the ground truth does not list (scored as nothing: AP 0), or no prediction at all. Detector boxes are
+read as HRNet and MMPose read them: boxes of another category or under the score threshold are skipped, and a box
+of zero or negative width or height is dropped and counted; a NaN score, an unknown image or a file with no person
+box at all is refused, because the scores would silently be 0.
+"""
+from __future__ import annotations
+
+from datasets.validation.base import (AnnotationError, Dropped, PredictionError, box_extent, check_box, is_id,
+                                      is_number, numbers)
+
+RESULT_FIELDS = ("image_id", "category_id", "keypoints", "score")  # a COCO keypoint result
+DETECTION_FIELDS = ("image_id", "bbox", "score")  # a COCO detection result (category_id optional: 1 when absent)
+PERSON = 1  # the person category of every COCO-format keypoint dataset
+
+
+def check_results(results, path, gt_image_ids, num_keypoints: int, category_ids=(PERSON,)) -> list[dict]:
+    """A COCO keypoint results list: every entry has RESULT_FIELDS, 3 x K finite keypoint values, a finite score,
+    an image and a category of the ground truth. PredictionError names the file, the entry and the field."""
+    if not isinstance(results, list):
+        raise PredictionError(f"--pred {path}: a COCO results file must be a JSON list, got {type(results).__name__}")
+    if not results:
+        raise PredictionError(f"--pred {path}: holds no prediction (every metric would be 0)")
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise PredictionError(f"--pred {path}: entry {i} is {type(r).__name__}, expected an object")
+        for field in RESULT_FIELDS:
+            if field not in r:
+                raise PredictionError(f"--pred {path}: entry {i} has no field {field!r}")
+        kpts = r["keypoints"]
+        if not isinstance(kpts, list) or len(kpts) != 3 * num_keypoints:
+            size = len(kpts) if isinstance(kpts, list) else type(kpts).__name__
+            raise PredictionError(f"--pred {path}: entry {i} field 'keypoints' has {size} values, "
+                                  f"expected {3 * num_keypoints} (x, y, score for {num_keypoints} keypoints)")
+        if numbers(kpts) is None:
+            raise PredictionError(f"--pred {path}: entry {i} field 'keypoints' holds a non-finite or non-numeric "
+                                  "value")
+        if not is_number(r["score"]):
+            raise PredictionError(f"--pred {path}: entry {i} field 'score' is not a finite number")
+        if not is_id(r["image_id"]) or r["image_id"] not in gt_image_ids:
+            raise PredictionError(f"--pred {path}: entry {i} field 'image_id' {r['image_id']!r} is not an image of "
+                                  "the ground truth")
+        if not is_id(r["category_id"]) or r["category_id"] not in category_ids:
+            raise PredictionError(f"--pred {path}: entry {i} field 'category_id' {r['category_id']!r} is not a "
+                                  f"category of the ground truth ({sorted(category_ids, key=str)})")
+    return results
+
+
+def check_detections(dets, det_file, image_ids, keep_images=None, min_score: float = 0.0):
+    """The detector boxes kept for scoring, as [(entry index, det, box x y w h)], and the Dropped tally.
+
+    `image_ids`: the ground truth's images (an id outside it is refused: a detector file of another split);
+    `keep_images`: the images being evaluated (a subset, as with data.max_val_samples); boxes of the others are
+    dropped and counted. AnnotationError names the file, the entry and the field."""
+    if not isinstance(dets, list):
+        raise AnnotationError(f"--det-file {det_file}: expected a COCO results list, got {type(dets).__name__}")
+    if not dets:
+        raise AnnotationError(f"--det-file {det_file}: holds no box (there would be nothing to score)")
+    kept, dropped = [], Dropped()
+    for i, det in enumerate(dets):
+        for field in DETECTION_FIELDS:
+            if not isinstance(det, dict) or field not in det:
+                raise AnnotationError(f"--det-file {det_file}: entry {i}: field {field!r} missing")
+        if not is_number(det["score"]):
+            raise AnnotationError(f"--det-file {det_file}: entry {i}: field 'score' is {det['score']!r}, expected a "
+                                  "finite number")
+        box = check_box(det["bbox"], f"--det-file {det_file}", f"entry {i}", "bbox")
+        if not is_id(det["image_id"]) or det["image_id"] not in image_ids:
+            raise AnnotationError(f"--det-file {det_file}: entry {i}: field 'image_id' {det['image_id']!r} is not "
+                                  "an image of the ground truth")
+        if det.get("category_id", PERSON) != PERSON:
+            dropped["of another category than person"] += 1
+        elif det["score"] < min_score:
+            dropped[f"scored under {min_score}"] += 1
+        elif min(box_extent(box)) <= 0:
+            dropped["with a zero or negative width/height"] += 1
+        elif keep_images is not None and det["image_id"] not in keep_images:
+            dropped["on images outside the evaluated subset"] += 1
+        else:
+            kept.append((i, det, box))
+    if not kept:
+        raise AnnotationError(f"--det-file {det_file}: no person box left to score ({dropped.summary('boxes')})")
+    return kept, dropped
