@@ -30,7 +30,7 @@ def existing_version(client: MlflowClient, name: str, run_id: str):
 def load_trial_model(client: MlflowClient, run_id: str):
     """(model in eval mode, TrialConfig) from the trial's best checkpoint artifacts."""
     from search.stores import fetch_checkpoint
-    from trainables.worker import load_checkpoint
+    from trainables.checkpoint import load_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         return load_checkpoint(fetch_checkpoint(run_id, Path(tmp), client))
@@ -41,10 +41,10 @@ def input_example(cfg):
     import numpy as np
 
     from datasets import meta
-    from datasets.codec import HeatmapCodec
-    from datasets.metrics import quiet
-    from datasets.topdown_dataset import TopDownDataset
-    from trainables.worker import load_eval_split
+    from datasets.topdown.codec import HeatmapCodec
+    from datasets.evaluation.metrics import quiet
+    from datasets.topdown.dataset import TopDownDataset
+    from datasets.evaluation.splits import load_eval_split
 
     data = cfg.data
     try:

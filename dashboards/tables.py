@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from dashboards.search_data import OCCLUDED_METRICS, Search, Trial
 from datasets.meta import DATASETS
-from search.spaces import lja_paper_point
+from datasets.occlusion.lja import paper_point as lja_paper_point
 
 SEARCHED_PREFIXES = ("lja.", "loss.", "occ.", "oasnet.", "model.name", "search.method")
 GRID_STEP = 0.05  # the LJA paper's grid spacing; searched ratios are binned to it

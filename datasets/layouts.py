@@ -34,10 +34,6 @@ class ResolvedLayout:
     val_occ: SplitFiles | None = None
     val_gt: Path | None = None  # MPII: the mpii_gt_val.mat ground truth (head boxes, the reference positions)
 
-    @property
-    def info(self) -> DatasetMeta:  # shim until the merge: other branches still read `layout.info`
-        return self.meta
-
 
 class LayoutError(ValueError):
     """A --data-root that does not hold the expected files; names what is missing and the layout expected."""

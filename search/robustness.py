@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from datasets.attacks import ATTACKS
+from datasets.occlusion.attacks import ATTACKS
 from datasets.meta import DATASETS
 from search.stores import fetch_checkpoint
 from trainables.robustness import DEFAULT_ATTACKS, attack, check_attacks

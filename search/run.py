@@ -35,27 +35,19 @@ class Budget:
     reduction_factor: int
     train_images: int
     val_images: int
-    input_h: int
-    input_w: int
     deconv_channels: int
     batch_size: int
 
 
 # Sized for a 2-core laptop: see README "Measured" for the wall time and AP this gives.
 DEFAULT_BUDGET = Budget(num_samples=5, time_budget_min=13.0, epochs=6, grace_period=1, reduction_factor=3,
-                        train_images=1200, val_images=250, input_h=96, input_w=64, deconv_channels=128, batch_size=16)
+                        train_images=1200, val_images=250, deconv_channels=128, batch_size=16)
 SMOKE_BUDGET = Budget(num_samples=2, time_budget_min=0.0, epochs=1, grace_period=1, reduction_factor=2, train_images=24,
-                      val_images=8, input_h=96, input_w=64, deconv_channels=32, batch_size=16)
-# Real datasets on a GPU cluster: whole splits, the dataset's input size (set in base_trial_config), 256-channel
-# deconvolutions; epochs and trials are the user's to raise towards the papers' 210 epochs.
+                      val_images=8, deconv_channels=32, batch_size=16)
+# Real datasets on a GPU cluster: whole splits, 256-channel deconvolutions; epochs and trials are the user's to raise
+# towards the papers' 210 epochs. Augmentation, model and input size come from the recipe (trainables/presets.py).
 REAL_DATA_BUDGET = Budget(num_samples=20, time_budget_min=0.0, epochs=30, grace_period=5, reduction_factor=3,
-                          train_images=0, val_images=0, input_h=0, input_w=0, deconv_channels=256, batch_size=32)
-# HRNet's COCO/MPII training recipe (random scale 0.35, rotation 45 deg with p 0.6, flip, half-body 0.3) and
-# flip-test evaluation, with SimpleBaseline-R50.
-REAL_DATA_RECIPE = {"model.name": "simplebaseline_r50", "data.scale_factor": 0.35, "data.rotation": 45.0,
-                    "data.rotation_p": 0.6, "data.flip_p": 0.5, "data.half_body_p": 0.3, "data.flip_test": True}
-
-
+                          train_images=0, val_images=0, deconv_channels=256, batch_size=32)
 def choose_budget(smoke: bool, dataset: str) -> Budget:
     return SMOKE_BUDGET if smoke else DEFAULT_BUDGET if dataset == "synthetic" else REAL_DATA_BUDGET
 
@@ -214,9 +206,6 @@ def data_settings(args) -> dict:
         if not det_file.is_file():
             raise ValueError(f"--det-file {det_file}: no such file")
         settings |= {"data.det_file": str(det_file), "data.det_split": "val_occ" if layout.val_occ else "val"}
-    input_h, input_w = DATASETS[args.dataset].input_hw
-    if not args.smoke:
-        settings |= {"data.input_h": input_h, "data.input_w": input_w}
     return settings
 
 
@@ -230,16 +219,14 @@ def check_annotations(data: dict, dataset: str) -> None:
 
 def base_trial_config(args, data: dict):
     from trainables.config import TrialConfig
+    from trainables.presets import recipe_for
 
     b = args.budget
-    recipe = {} if args.dataset == "synthetic" else dict(REAL_DATA_RECIPE)
-    if args.smoke:
-        recipe.pop("model.name", None)  # the smallest model
+    recipe = recipe_for(args.dataset, args.smoke)
     if args.model:
         recipe["model.name"] = args.model
-    sizes = {"data.input_h": b.input_h, "data.input_w": b.input_w} if b.input_h else {}
     return TrialConfig().replace(**{
-        **recipe, **sizes, **data,
+        **recipe, **data,
         "model.deconv_channels": b.deconv_channels,
         "optim.epochs": args.epochs, "optim.batch_size": b.batch_size,
         "runtime.seed": args.seed, "runtime.workers": args.workers_per_trial,

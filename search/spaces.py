@@ -9,16 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from datasets.targeted import TARGETED
-from trainables.config import LJAConfig
+from datasets.occlusion.targeted import TARGETED
+from datasets.occlusion.lja import paper_point as lja_paper_point
 from trainables.losses import MIMIC_LOSSES, SCHEDULES
-
-
-def lja_paper_point() -> dict:
-    """The LJA paper's point (quantity 0.15, size 0.20, p 1) as flat TrialConfig keys, read from LJAConfig's
-    defaults, where it is written once."""
-    default = LJAConfig()
-    return {"lja.quantity_ratio": default.quantity_ratio, "lja.size_ratio": default.size_ratio, "lja.p": default.p}
 
 
 def lja_space(trial) -> None:

@@ -17,14 +17,12 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from datasets.meta import DATASETS, SPLITS, metric_name
-from search.journal import RunRegistry, Spool  # noqa: F401  (were defined here)
-# Store locations live in search/stores.py; these names stay importable from here for existing callers.
-from search.stores import BEST_CHECKPOINT, CHECKPOINT_FILES, DEFAULT_TRACKING_URI, artifact_location  # noqa: F401
-from search.stores import mlflow_ui_command, tracking_uri  # noqa: F401
+# Also the pickle path of these two: experiments saved before they moved to search/journal.py unpickle through here.
+from search.journal import RunRegistry, Spool
+from search.stores import BEST_CHECKPOINT, CHECKPOINT_FILES, artifact_location, tracking_uri
 
 LOGGED_EXTRA_METRICS = ("epoch_time_s",)
 STEP_MARKER_METRIC = "epoch_time_s"  # logged with every epoch; its history says which epochs a run has
-ARTIFACT_FILES = CHECKPOINT_FILES
 ROLE_TAG = "occpose.role"  # "parent" or "trial": how a resume finds runs the registry never heard of
 MAIN_KEYS = tuple(dict.fromkeys(meta.main_key for meta in DATASETS.values()))  # ("AP", "PCKh_0.5")
 # Each evaluation split's main metric (val/AP, val_occ/AP, val/PCKh_0.5, ...): the progress line and the summary
@@ -143,7 +141,7 @@ class SearchTracker:
                 self.client.log_metric(run_id, f"best/{metric}", best["score"])
             checkpoint = best.get("checkpoint_path")
             if checkpoint and Path(checkpoint).is_dir():
-                for name in ARTIFACT_FILES:
+                for name in CHECKPOINT_FILES:
                     if (Path(checkpoint) / name).exists():
                         self.client.log_artifact(run_id, str(Path(checkpoint) / name), BEST_CHECKPOINT)
             elif checkpoint:

@@ -233,8 +233,8 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
 def log_mean_pose_baseline(base, tracker, parent: str) -> None:
     """The floor a trained model must clear: the training set's mean pose placed in each ground-truth box."""
     from datasets.annotations import load_records
-    from datasets.mean_pose import mean_pose_ap
-    from trainables.worker import load_eval_split
+    from datasets.evaluation.mean_pose import mean_pose_ap
+    from datasets.evaluation.splits import load_eval_split
 
     meta = dataset_meta(base.data.dataset)
     train_records = load_records(base.data.train_ann, base.data.train_images, meta.skeleton)

@@ -42,7 +42,7 @@ def free_port() -> int:
 
 
 def epoch_result(trial: int, epoch: int) -> dict:
-    """An epoch's result as trainables/worker.py reports it (`split/metric` keys, epoch_time_s), values known."""
+    """An epoch's result as trainables/train.py reports it (`split/metric` keys, epoch_time_s), values known."""
     return {"epoch": epoch, "training_iteration": epoch, "val/AP": round(0.1 * epoch + 0.01 * trial, 2),
             "val_occ/AP": round(0.05 * epoch + 0.01 * trial, 2), "val/O/AP": round(0.04 * epoch + 0.01 * trial, 2),
             "train/loss": round(1.0 / epoch, 2), "epoch_time_s": 2.0, "checkpoint_path": None}

@@ -11,7 +11,7 @@ import torch
 
 from datasets.annotations import PersonRecord, RecordTable, load_detections, load_records
 from datasets.occlusion import LJAConfig, OcclusionConfig, build_occlusions
-from datasets.scoring import Predictions
+from datasets.evaluation.scoring import Predictions
 from datasets.skeletons import COCO17, MPII16
 from datasets.topdown.augment import Augment
 from datasets.topdown.codec import HeatmapCodec
@@ -177,7 +177,7 @@ def test_detection_scores_survive_the_table(shared_data, tmp_path):
 def test_scorers_accept_the_table(real_layouts):
     """engine.evaluate hands dataset.records (now a RecordTable) to the scorer: the same metrics as the list."""
     from datasets.layouts import resolve
-    from trainables.worker import load_eval_split
+    from datasets.evaluation.splits import load_eval_split
     layout = resolve("coco", real_layouts / "coco")
     loaded = load_eval_split(layout.meta.protocol, layout.val.ann, layout.val.images, COCO17)
     table = TopDownDataset(loaded.records, COCO17, CODEC, train=False).records

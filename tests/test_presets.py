@@ -20,8 +20,10 @@ def test_hrnet_recipes_use_hrnet_numbers_at_the_dataset_input():
     for dataset in ("coco", "crowdpose", "ochuman", "mpii"):
         cfg = TrialConfig().replace(**recipe_for(dataset))
         d = cfg.data
-        assert (d.scale_factor, d.rotation, d.rotation_p, d.flip_p, d.half_body_p, d.flip_test) == (
-            0.35, 45.0, 0.6, 0.5, 0.3, True)
+        # HRNet's experiments/coco and experiments/mpii configs (SCALE_FACTOR, ROT_FACTOR, PROB_HALF_BODY; FLIP),
+        # with its JointsDataset's rotation probability 0.6.
+        expected = (0.25, 30.0, 0.6, 0.5, 0.0, True) if dataset == "mpii" else (0.35, 45.0, 0.6, 0.5, 0.3, True)
+        assert (d.scale_factor, d.rotation, d.rotation_p, d.flip_p, d.half_body_p, d.flip_test) == expected
         assert (d.input_h, d.input_w) == meta.get(dataset).input_hw
         assert cfg.model.name == "simplebaseline_r50"
     assert recipe_name("mpii") == "hrnet_mpii" and recipe_name("coco") == "hrnet_coco"

@@ -9,7 +9,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from datasets.annotations import AnnotationError, load_detections, load_records
+from datasets.validation import AnnotationError
+from datasets.annotations import load_detections, load_records
 from datasets.layouts import LayoutError, resolve
 from datasets.evaluation.metrics import quiet
 from datasets.evaluation.mpii import load_mpii_gt

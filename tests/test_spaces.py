@@ -54,3 +54,30 @@ def test_old_space_names_are_aliases_and_old_all_experiments_keep_their_choices(
         TrialConfig.from_flat({**fixed, **trial.params}).validate()
         study.tell(trial, 0.0)
     assert seen == set(LEGACY_METHODS)
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_every_value_a_space_can_propose_is_in_range(name):
+    """Each dimension at its bounds (and every categorical choice) makes a valid TrialConfig: a space whose range
+    leaves what its section accepts (say lja.quantity_ratio up to 1.5) fails here, not inside a trial."""
+    space = SPACES[name]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    dimensions = {}
+    for _ in range(60):
+        trial = study.ask()
+        space.define(trial)
+        dimensions.update(trial.distributions)
+        study.tell(trial, 0.0)
+    base = {**space.fixed, **space.paper_points[0]}
+    for key, dist in dimensions.items():
+        values = dist.choices if isinstance(dist, optuna.distributions.CategoricalDistribution) else (dist.low, dist.high)
+        for value in values:
+            TrialConfig.from_flat({**base, key: value}).validate()
+
+
+def test_an_out_of_range_space_fails_validation():
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("lja.quantity_ratio", 0.05, 1.5)
+    with pytest.raises(ValueError, match="lja.quantity_ratio"):
+        TrialConfig.from_flat({"lja.quantity_ratio": trial.distributions["lja.quantity_ratio"].high}).validate()

@@ -121,11 +121,11 @@ class RuntimeConfig:
     peak_flops: float = 0.0  # one device's peak FLOP/s for MFU; 0 = trainables/hardware.py's table or estimate
     amp: str = "auto"  # bf16 autocast: "auto" = on GPUs, "on", "off"
     channels_last: str = "auto"  # NHWC tensors: "auto" = on GPUs, "on", "off"
-    # Decode, warp, LJA and heatmaps on the GPU for the whole batch (datasets/gpu_augment.py): "auto" = on GPUs when
+    # Decode, warp, LJA and heatmaps on the GPU for the whole batch (datasets/topdown/gpu.py): "auto" = on GPUs when
     # the configuration allows (LJA only, no photometric jitter, no OASNet), "on" (else an error), "off". Off by
     # default until measured on a GPU (BENCHMARKS.md); its CPU equivalence is tested.
     gpu_augment: str = "off"
-    loader_workers: int = 0  # gpu_augment's DataLoader worker processes (JPEG bytes + parameters); 0 = in-process
+    loader_workers: int = 0  # the GPU path.s DataLoader worker processes (JPEG bytes + parameters); 0 = in-process
 
     def validate(self) -> "RuntimeConfig":
         for name in ("amp", "channels_last", "gpu_augment"):

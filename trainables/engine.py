@@ -7,11 +7,11 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from datasets.codec import HeatmapCodec
+from datasets.topdown.codec import HeatmapCodec
 from datasets.topdown.codec import unflip_heatmaps
-from datasets.scoring import Predictions
-from datasets.topdown import transform_points
-from datasets.topdown_dataset import TopDownDataset, collate_skip_none
+from datasets.evaluation.scoring import Predictions
+from datasets.topdown.geometry import transform_points
+from datasets.topdown.dataset import collate_skip_none, TopDownDataset
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def predict(model, dataset: TopDownDataset, codec: HeatmapCodec, device, batch_s
 
 def evaluate(model, dataset: TopDownDataset, scorer, codec: HeatmapCodec, device,
              flip_test: bool = False) -> dict[str, float]:
-    """The split's benchmark metrics (see datasets/scoring.py) and the count of unreadable samples."""
+    """The split's benchmark metrics (see datasets/evaluation/scoring.py) and the count of unreadable samples."""
     pred = predict(model, dataset, codec, device, flip_test=flip_test)
     metrics = scorer.score(dataset.records, pred)
     metrics["skipped_samples"] = float((~pred.done).sum())

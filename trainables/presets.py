@@ -2,11 +2,11 @@
 
 - `synthetic`: the synthetic-CPU default, i.e. DataConfig's own defaults (defined there, read here): mild random
   scale and no flip, half-body or extra rotation, which suit the embedded data on a short CPU budget.
-- `hrnet_coco` / `hrnet_mpii`: HRNet's COCO training recipe (Sun et al. 2019, deep-high-resolution-net's COCO
-  configs): random scale +-0.35, rotation +-45 deg with p 0.6, horizontal flip p 0.5, half-body p 0.3, and
-  flip-test evaluation, with SimpleBaseline-R50 at the dataset's input size (datasets.meta: 256x192 COCO, 256x256
-  MPII). HRNet's own MPII configs augment less (scale 0.25, rotation 30, no half-body); MPII trials have used the
-  COCO numbers so far and keep them here.
+- `hrnet_coco` / `hrnet_mpii`: HRNet's training recipes (Sun et al., CVPR 2019; the deep-high-resolution-net
+  configs `experiments/{coco,mpii}/*.yaml` and its JointsDataset, which rotates with probability 0.6): COCO random
+  scale +-0.35, rotation +-45 deg, half-body p 0.3; MPII scale +-0.25, rotation +-30 deg, no half-body
+  (PROB_HALF_BODY -1); both horizontal flip p 0.5 and flip-test evaluation, with SimpleBaseline-R50 at the
+  dataset's input size (datasets.meta: 256x192 COCO, 256x256 MPII).
 - `smoke`: a real dataset checked end to end in minutes: HRNet's augmentation (so every transform runs) on the
   smallest model at the synthetic input size.
 
@@ -23,9 +23,11 @@ from trainables.config import DataConfig, ModelConfig
 # The data.* fields a recipe sets: augmentation and the evaluation's flip-test.
 AUGMENTATION_KEYS = ("scale_factor", "rotation", "rotation_p", "flip_p", "half_body_p", "photometric_p", "flip_test")
 
-# HRNet's numbers (its COCO and MPII configs use the same augmentation).
+# HRNet's numbers: its COCO configs, and what its MPII configs change.
 HRNET_AUGMENTATION = {"data.scale_factor": 0.35, "data.rotation": 45.0, "data.rotation_p": 0.6, "data.flip_p": 0.5,
                       "data.half_body_p": 0.3, "data.flip_test": True}
+HRNET_MPII_AUGMENTATION = {**HRNET_AUGMENTATION, "data.scale_factor": 0.25, "data.rotation": 30.0,
+                           "data.half_body_p": 0.0}
 HRNET_MODEL = "simplebaseline_r50"
 
 
@@ -36,7 +38,8 @@ def _defaults(section, prefix: str, names) -> dict[str, Any]:
 
 def _hrnet(dataset: str) -> dict[str, Any]:
     input_h, input_w = meta.get(dataset).input_hw
-    return {**_defaults(DataConfig, "data", AUGMENTATION_KEYS), **HRNET_AUGMENTATION, "model.name": HRNET_MODEL,
+    augmentation = HRNET_MPII_AUGMENTATION if meta.get(dataset).protocol == "mpii" else HRNET_AUGMENTATION
+    return {**_defaults(DataConfig, "data", AUGMENTATION_KEYS), **augmentation, "model.name": HRNET_MODEL,
             "data.input_h": input_h, "data.input_w": input_w}
 
 

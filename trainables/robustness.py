@@ -1,4 +1,4 @@
-"""A trained model under test-time occlusion attacks (datasets/attacks.py): its metric against the attack size, the
+"""A trained model under test-time occlusion attacks (datasets/occlusion/attacks.py): its metric against the attack size, the
 drop when one joint at a time is attacked, and part attacks; written as JSON, a markdown table and PNG curves.
 
 `attack(checkpoint, ...)` is the whole sweep of one checkpoint directory; `sweep(model, cfg, ...)` the evaluations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from datasets.attacks import ATTACKS
+from datasets.occlusion.attacks import ATTACKS
 
 DEFAULT_ATTACKS = ("keypoint-blackout", "part-blackout")
 DEFAULT_RADII = (0.0, 6.0, 12.0, 18.0)  # input-crop pixels
@@ -29,7 +29,7 @@ def load_trial(checkpoint: Path, dataset: str | None = None, data_root: str | No
     than the trial's, the config points at that dataset's evaluation split under `data_root` (its official layout)
     and the split is "val". ValueError when `dataset` comes without `data_root`."""
     from datasets.layouts import resolve
-    from trainables.worker import load_checkpoint
+    from trainables.checkpoint import load_checkpoint
 
     model, cfg = load_checkpoint(checkpoint)
     if dataset and dataset != cfg.data.dataset:
@@ -54,12 +54,12 @@ def sweep(model, cfg, attacks=DEFAULT_ATTACKS, radii=DEFAULT_RADII, split: str =
     """
     import torch
 
-    from datasets.attacks import make_attack
-    from datasets.codec import HeatmapCodec
+    from datasets.occlusion.attacks import make_attack
+    from datasets.topdown.codec import HeatmapCodec
     from datasets.meta import get as dataset_meta
-    from datasets.topdown_dataset import TopDownDataset
+    from datasets.topdown.dataset import TopDownDataset
     from trainables.engine import evaluate
-    from trainables.worker import load_eval_split
+    from datasets.evaluation.splits import load_eval_split
 
     data = cfg.data
     meta = dataset_meta(data.dataset)

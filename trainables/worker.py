@@ -2,7 +2,7 @@
 
 With no data.train_ann the trial trains on the embedded synthetic dataset. The trainer itself is
 trainables/train.py (`fit`); checkpoints are trainables/checkpoint.py; the local and Ray Train contexts
-trainables/runtime.py. The names other packages import from here are re-exported below.
+trainables/runtime.py.
 """
 from __future__ import annotations
 
@@ -10,14 +10,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from trainables.checkpoint import load_checkpoint  # noqa: F401
 from trainables.config import TrialConfig
-from trainables.runtime import LocalReporter, RayReporter  # noqa: F401
-from datasets.evaluation.splits import EvalSplit, load_eval_split  # noqa: F401
-from trainables.train import fit  # noqa: F401
-
-__all__ = ["main", "with_synthetic_paths", "fit", "load_checkpoint", "load_eval_split", "EvalSplit",
-           "LocalReporter", "RayReporter"]
+from trainables.runtime import LocalReporter
+from trainables.train import fit
 
 
 def main(argv=None) -> None:

@@ -7,7 +7,7 @@ data loading, checkpoints, MLflow), on the embedded default search.
 
 Runs `search/run.py --space lja` in a scratch directory with its own sqlite MLflow store, then, per trial:
 wall = the trial's MLflow run end - start (the driver opens the run when Tune starts the trial and closes it when
-Tune reports its end); inside = the sum over its epochs of time/train_s + time/eval_s (trainables/worker.py);
+Tune reports its end); inside = the sum over its epochs of time/train_s + time/eval_s (trainables/train.py);
 setup = time/setup_s (data and model set-up inside the training worker). Overhead = 1 - sum(inside) / sum(wall).
 """
 from __future__ import annotations
