@@ -80,3 +80,17 @@ def check_box(values, source, entry: str, field: str, xywh: bool = True) -> tupl
 def box_extent(box, xywh: bool = True) -> tuple[float, float]:
     """(width, height) of a box given as x y w h, or x0 y0 x1 y1 with `xywh=False`."""
     return (box[2], box[3]) if xywh else (box[2] - box[0], box[3] - box[1])
+
+
+def require_fields(obj: dict, fields, where: str, error=None) -> None:
+    """Raise `error` (AnnotationError by default) naming the first of `fields` that `obj` lacks; `where` prefixes
+    the message ("FILE: ENTRY: ")."""
+    for name in fields:
+        if name not in obj:
+            raise (error or AnnotationError)(f"{where}field {name!r} missing")
+
+
+def check_reference(obj: dict, field: str, known, where: str, what: str, error=None) -> None:
+    """Raise unless obj[field] is an id among `known` (the ids of the file's `what`, e.g. "an image of the file")."""
+    if not is_id(obj[field]) or obj[field] not in known:
+        raise (error or AnnotationError)(f"{where}field {field!r} {obj[field]!r} is not {what}")

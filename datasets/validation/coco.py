@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from datasets.skeletons import Skeleton
-from datasets.validation.base import AnnotationError, box_extent, check_box, is_id, is_number, numbers
+from datasets.validation.base import (AnnotationError, box_extent, check_box, check_reference, is_id, is_number,
+                                      numbers, require_fields)
 
 IMAGE_FIELDS = {"coco": ("id", "width", "height"), "crowdpose": ("id", "width", "height", "crowdIndex")}
 ANNOTATION_FIELDS = {
@@ -71,9 +72,7 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
         if not isinstance(ann, dict):
             raise AnnotationError(f"{source}: annotation #{i} is {type(ann).__name__}, expected an object")
         entry = f"annotation {ann.get('id', f'#{i}')}"
-        for name in fields:
-            if name not in ann:
-                raise AnnotationError(f"{source}: {entry}: field {name!r} missing")
+        require_fields(ann, fields, f"{source}: {entry}: ")
         ann_id = ann["id"]
         if not is_id(ann_id):
             raise AnnotationError(f"{source}: annotation #{i}: field 'id' {ann_id!r} is not an integer or string")
@@ -81,12 +80,9 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
             raise AnnotationError(f"{source}: {entry}: field 'id' {ann_id!r} is shared by annotations #{seen[ann_id]} "
                                   f"and #{i} (pycocotools would keep one person twice)")
         seen[ann_id] = i
-        if not is_id(ann["image_id"]) or ann["image_id"] not in images:
-            raise AnnotationError(f"{source}: {entry}: field 'image_id' {ann['image_id']!r} is not an image of the "
-                                  "file")
-        if not is_id(ann["category_id"]) or ann["category_id"] not in categories:
-            raise AnnotationError(f"{source}: {entry}: field 'category_id' {ann['category_id']!r} is not a category "
-                                  f"of the file ({sorted(categories, key=str)})")
+        check_reference(ann, "image_id", images, f"{source}: {entry}: ", "an image of the file")
+        check_reference(ann, "category_id", categories, f"{source}: {entry}: ",
+                        f"a category of the file ({sorted(categories, key=str)})")
         if ann["iscrowd"] not in (0, 1) or not isinstance(ann["iscrowd"], (int, bool)):
             raise AnnotationError(f"{source}: {entry}: field 'iscrowd' is {ann['iscrowd']!r}, expected 0 or 1")
         kpts = check_keypoints(ann["keypoints"], skeleton, source, entry)
@@ -124,9 +120,7 @@ def _check_images(images: list, source, fields: tuple[str, ...]) -> dict:
         if not isinstance(image, dict):
             raise AnnotationError(f"{source}: image #{i} is {type(image).__name__}, expected an object")
         entry = f"image {image.get('id', f'#{i}')}"
-        for name in fields:
-            if name not in image:
-                raise AnnotationError(f"{source}: {entry}: field {name!r} missing")
+        require_fields(image, fields, f"{source}: {entry}: ")
         if not is_id(image["id"]):
             raise AnnotationError(f"{source}: image #{i}: field 'id' {image['id']!r} is not an integer or string")
         if image["id"] in by_id:

@@ -8,7 +8,8 @@ box at all is refused, because the scores would silently be 0.
 """
 from __future__ import annotations
 
-from datasets.validation.base import (AnnotationError, Dropped, PredictionError, box_extent, check_box, is_id,
+from datasets.validation.base import (AnnotationError, Dropped, PredictionError, box_extent, check_box, check_reference,
+                                      is_id,
                                       is_number, numbers)
 
 RESULT_FIELDS = ("image_id", "category_id", "keypoints", "score")  # a COCO keypoint result
@@ -39,12 +40,10 @@ def check_results(results, path, gt_image_ids, num_keypoints: int, category_ids=
                                   "value")
         if not is_number(r["score"]):
             raise PredictionError(f"--pred {path}: entry {i} field 'score' is not a finite number")
-        if not is_id(r["image_id"]) or r["image_id"] not in gt_image_ids:
-            raise PredictionError(f"--pred {path}: entry {i} field 'image_id' {r['image_id']!r} is not an image of "
-                                  "the ground truth")
-        if not is_id(r["category_id"]) or r["category_id"] not in category_ids:
-            raise PredictionError(f"--pred {path}: entry {i} field 'category_id' {r['category_id']!r} is not a "
-                                  f"category of the ground truth ({sorted(category_ids, key=str)})")
+        check_reference(r, "image_id", gt_image_ids, f"--pred {path}: entry {i} ", "an image of the ground truth",
+                        PredictionError)
+        check_reference(r, "category_id", category_ids, f"--pred {path}: entry {i} ",
+                        f"a category of the ground truth ({sorted(category_ids, key=str)})", PredictionError)
     return results
 
 
