@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
 
-from trainables.checkpoint import has_state
+from datasets.atomic import move_file, write_json
+from trainables.checkpoint import STATE_FILE, has_state
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +29,17 @@ def unwrap(model):
 
 
 class LocalReporter:
-    """Keeps checkpoints in a directory; for runs without Ray."""
+    """Keeps checkpoints in a directory; for runs without Ray.
+
+    Each epoch's checkpoint files are first moved into a staging directory inside `directory` (copied when the
+    trainer's temporary directory lies on another file system: --out on a disk, $TMPDIR on a tmpfs), and a manifest
+    marks the staged set complete; only then are they renamed into place, the trainer state last. A run killed while
+    staging keeps the previous epoch's checkpoint whole; one killed while renaming is rolled forward by `restore`.
+    No file in `directory` is ever 0-byte or half-written."""
 
     rank, world_size = 0, 1
+    STAGING = ".checkpoint-incoming"
+    MANIFEST = ".complete.json"
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
@@ -41,15 +52,35 @@ class LocalReporter:
         return model.to(self.device())
 
     def restore(self) -> Path | None:
+        if (self.directory / self.STAGING / self.MANIFEST).exists():
+            self._commit()  # the previous run was killed between the renames: finish them
         return self.directory if has_state(self.directory) else None
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         self.history.append(metrics)
         if checkpoint_dir is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            for item in Path(checkpoint_dir).iterdir():
-                item.replace(self.directory / item.name)
+            self._stage(Path(checkpoint_dir))
+            self._commit()
         log.info("epoch %s: %s", metrics["epoch"], json.dumps(metrics))
+
+    def _stage(self, source: Path) -> None:
+        staging = self.directory / self.STAGING
+        shutil.rmtree(staging, ignore_errors=True)  # a partial copy left by a run killed while staging
+        staging.mkdir(parents=True)
+        names = sorted(item.name for item in source.iterdir())
+        for name in names:
+            if not (source / name).is_file():
+                raise ValueError(f"checkpoint {source}: {name} is not a file (a checkpoint is a flat directory)")
+            move_file(source / name, staging / name)
+        write_json(staging / self.MANIFEST, names)
+
+    def _commit(self) -> None:
+        staging = self.directory / self.STAGING
+        names = json.loads((staging / self.MANIFEST).read_text())
+        for name in sorted(names, key=lambda n: n == STATE_FILE):  # the state (resume's epoch counter) last
+            if (staging / name).exists():
+                os.replace(staging / name, self.directory / name)
+        shutil.rmtree(staging)
 
 
 class RayReporter:
