@@ -47,14 +47,15 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path | str, mode: str = "w", encoding: str | None = "utf-8"):
+def atomic_writer(path: Path | str, mode: str = "w", encoding: str | None = "utf-8", permissions: int | None = None):
     """A file object whose content replaces `path` when the block ends without an exception; on an exception (or
-    a failing rename) the temporary file is removed and `path` keeps its old content."""
+    a failing rename) the temporary file is removed and `path` keeps its old content. `permissions` (e.g. 0o600 for a
+    secret) holds from the first byte; by default the file gets the mode a plain open() would give it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _new_file_mode(path))
+        os.fchmod(fd, _new_file_mode(path) if permissions is None else permissions)
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()
