@@ -260,27 +260,30 @@ def git(*args, cwd=None) -> str:
 
 
 def test_setup_checks_out_the_mounted_commit(config, tmp_path):
-    """Runs the file's own checkout commands against a copy of this repository's .git (what file_mounts syncs), with
-    /home/ubuntu moved under tmp_path: the checkout is exactly HEAD, survives a re-run, and follows a new commit."""
+    """Runs the file's own checkout commands against a bundle of this repository's HEAD (what file_mounts ships,
+    made as the README says), with /home/ubuntu moved under tmp_path: the checkout is exactly HEAD, survives a
+    re-run, and follows a new commit."""
     mounts = {remote: local for remote, local in config["file_mounts"].items()}
-    git_mounts = [remote for remote, local in mounts.items() if (REPO_ROOT / local).resolve() == REPO_ROOT / ".git"]
-    assert len(git_mounts) == 1, "file_mounts must ship the repository's .git"
-    assert all((REPO_ROOT / local).resolve() != REPO_ROOT for local in mounts.values()), \
-        "the working tree (uncommitted edits) must not be mounted"
-    mirror_path = git_mounts[0]
+    bundles = [remote for remote, local in mounts.items() if local == ".cache/occpose-HEAD.bundle"]
+    assert len(bundles) == 1, "file_mounts must ship the bundle of HEAD"
+    assert all((REPO_ROOT / local).resolve() not in (REPO_ROOT, REPO_ROOT / ".git") for local in mounts.values()), \
+        "neither the working tree (uncommitted edits) nor .git (its config) may be mounted"
+    assert any("git bundle create .cache/occpose-HEAD.bundle HEAD" in " ".join(tokens)
+               for tokens in readme_cluster_commands()), "README must show how the bundle is made"
+    mirror_path = bundles[0]
     checkout = checkout_dir(config)
     setup = commands(config, "setup_commands")
     bootstrap = next(i for i, cmd in enumerate(setup) if "scripts/bootstrap.sh" in cmd)
     checkout_cmds = [cmd for cmd in setup[:bootstrap] if mirror_path in cmd]
     assert checkout_cmds and all("git" in cmd for cmd in checkout_cmds)
-    assert any("--detach" in cmd and "rev-parse HEAD" in cmd for cmd in checkout_cmds)
-    if not (REPO_ROOT / ".git").is_dir():
+    assert any("--detach" in cmd for cmd in checkout_cmds)
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True).returncode:
         pytest.skip("this copy of the project is not a git clone")
 
     home = str(Path(mirror_path).parent)
     assert Path(checkout).parent == Path(home)
     mirror, work = tmp_path / Path(mirror_path).name, tmp_path / Path(checkout).name
-    shutil.copytree(REPO_ROOT / ".git", mirror, symlinks=True)
+    git("bundle", "create", str(mirror), "HEAD", cwd=REPO_ROOT)
 
     def run_setup():
         for cmd in checkout_cmds:
@@ -290,9 +293,10 @@ def test_setup_checks_out_the_mounted_commit(config, tmp_path):
     work.mkdir()
     (work / "README.md").write_text("a file left by an earlier, non-git setup\n")
     run_setup()
-    head = git("--git-dir", str(mirror), "rev-parse", "HEAD")
+    head = git("rev-parse", "HEAD", cwd=REPO_ROOT)
     assert git("rev-parse", "HEAD", cwd=work) == head
     assert git("status", "--porcelain", "--untracked-files=no", cwd=work) == "", "the tree is not the commit's"
+    assert git("remote", cwd=work) == "", "the node's checkout knows no remote"
 
     (work / ".venv").mkdir()
     (work / ".venv" / "marker").write_text("built")
@@ -302,12 +306,14 @@ def test_setup_checks_out_the_mounted_commit(config, tmp_path):
     assert git("status", "--porcelain", "--untracked-files=no", cwd=work) == ""
     assert (work / ".venv" / "marker").read_text() == "built"
 
-    tree = git("--git-dir", str(mirror), "rev-parse", "HEAD^{tree}")
-    git("--git-dir", str(mirror), "update-ref", "HEAD",
-        git("--git-dir", str(mirror), "commit-tree", tree, "-p", head, "-m", "next"))
-    new_head = git("--git-dir", str(mirror), "rev-parse", "HEAD")
-    run_setup()  # a new commit mirrored by the next `ray up`
-    assert git("rev-parse", "HEAD", cwd=work) == new_head != head
+    source = tmp_path / "source"  # a new commit, bundled by the next `ray up`
+    git("clone", "--quiet", "--no-checkout", str(mirror), str(source))
+    new_commit = git("commit-tree", git("rev-parse", "HEAD^{tree}", cwd=source), "-p", head, "-m", "next",
+                     cwd=source)
+    git("update-ref", "HEAD", new_commit, cwd=source)
+    git("bundle", "create", str(mirror), "HEAD", cwd=source)
+    run_setup()
+    assert git("rev-parse", "HEAD", cwd=work) == new_commit != head
 
 
 # --- README and the commands in cluster.yaml's comments ---------------------------------------------------------
