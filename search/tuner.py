@@ -164,7 +164,9 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
         # CPUs of trials that ASHA stopped; without it, stopped trials keep their resources and the search stalls.
         # A local Ray has no spot nodes to be reclaimed: no preemption-watcher process per trial (~1 s of a CPU).
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1")
+        from search import local_ray
+
+        ray.init(**local_ray.init_kwargs())  # loopback only, token file private
     cpus = int(ray.cluster_resources().get("CPU", 1))
     per_trial = args.workers_per_trial * args.cpus_per_worker
     max_concurrent = args.max_concurrent or max(1, cpus // per_trial)
