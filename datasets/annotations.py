@@ -17,9 +17,11 @@ from datasets import validation
 from datasets.skeletons import Skeleton
 from datasets.validation import AnnotationError, read_json  # noqa: F401  (re-exported: callers catch it here)
 
-# HRNet's MPII convention: `scale` is the person height / 200 px, and the centre sits 15 px (x scale) too high.
+# HRNet's MPII convention: `scale` is the person height / 200 px, and the centre sits 15 px (x scale) too high;
+# centre and joints are 1-based (MATLAB) pixels.
 MPII_SCALE_PX = 200.0
 MPII_CENTER_SHIFT = 15.0
+MPII_ONE_BASED = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,8 @@ def load_mpii_records(data: list, ann_file: Path, image_dir: Path, skeleton: Ske
                       head_boxes: np.ndarray | None = None) -> Records:
     """The HRNet/MMPose MPII json: `image`, `center`, `scale` (x 200 px), 1-based `joints` (16 x 2), `joints_vis`.
 
-    The person box is HRNet's: a square of side scale x 200 around the centre moved 15 x scale px down (the top-down
-    padding of 1.25 then makes HRNet's crop). Joints become 0-based. MPII's json has no occlusion flag, so a
+    The person box is HRNet's (lib/dataset/mpii.py): a square of side scale x 200 around the centre moved 15 x scale
+    px down (the top-down padding of 1.25 then makes HRNet's crop). Centre and joints become 0-based alike. MPII's json has no occlusion flag, so a
     labelled joint is v=2 unless the record carries `joints_visible` (the official `is_visible`), then v=1 where 0.
     `head_boxes` (N, 4) x0 y0 x1 y1, in file order, come from the ground-truth .mat (`headboxes_src`).
     """
@@ -103,12 +105,13 @@ def load_mpii_records(data: list, ann_file: Path, image_dir: Path, skeleton: Ske
         if "joints_visible" in person:
             visibility = np.where((labelled > 0) & (np.asarray(person["joints_visible"]) == 0), 1, visibility)
         side = scale * MPII_SCALE_PX
-        cx, cy = center[0], center[1] + MPII_CENTER_SHIFT * scale
+        cx = center[0] - MPII_ONE_BASED
+        cy = center[1] + MPII_CENTER_SHIFT * scale - MPII_ONE_BASED
         image_id = image_ids.setdefault(person["image"], len(image_ids))
         records.append(PersonRecord(
             ann_id=i, image_id=image_id, file=image_dir / person["image"],
             bbox=(cx - side / 2, cy - side / 2, side, side),
-            keypoints=np.concatenate([joints - 1.0, visibility[:, None]], axis=1).astype(np.float32),
+            keypoints=np.concatenate([joints - MPII_ONE_BASED, visibility[:, None]], axis=1).astype(np.float32),
             head_box=tuple(float(v) for v in head_boxes[i]) if head_boxes is not None else None,
         ))
     return records
