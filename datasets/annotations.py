@@ -35,6 +35,7 @@ class PersonRecord:
     keypoints: np.ndarray  # (K, 3): x, y 0-based pixels; v 0 unlabelled, 1 labelled but occluded, 2 visible
     head_box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 (PCKh's normaliser)
     score: float = 1.0  # the detector's box score; 1 for ground-truth boxes
+    image_wh: tuple[int, int] | None = None  # the annotation's image `width`, `height`: what decoding must give
 
 
 class Records(list):
@@ -83,7 +84,7 @@ def load_coco_records(data: dict, ann_file: Path, image_dir: Path, skeleton: Ske
             continue  # crowd regions and persons without a labelled joint carry no training signal
         head_box = tuple(float(v) for v in ann["head_box"]) if "head_box" in ann else None
         records.append(PersonRecord(ann_id=ann["id"], image_id=ann["image_id"], file=image_dir / image["file_name"],
-                                    bbox=bbox, keypoints=keypoints, head_box=head_box))
+                                    bbox=bbox, keypoints=keypoints, head_box=head_box, image_wh=image_size(image)))
     return _report(records, ann_file, "annotations")
 
 
@@ -117,11 +118,18 @@ def load_mpii_records(data: list, ann_file: Path, image_dir: Path, skeleton: Ske
     return records
 
 
+def image_size(image: dict) -> tuple[int, int] | None:
+    """A COCO image entry's (width, height) in whole pixels, None where the file does not give both."""
+    if "width" in image and "height" in image:
+        return int(round(float(image["width"]))), int(round(float(image["height"])))
+    return None
+
+
 def load_detections(det_file, image_dir, image_files: dict, skeleton: Skeleton, min_score: float = 0.0,
-                    keep_images=None) -> Records:
+                    keep_images=None, image_sizes: dict | None = None) -> Records:
     """Person boxes from a detector in the COCO results format ({image_id, category_id, bbox, score}) as records
     without keypoint labels. `image_files` maps the ground truth's image ids to file names; `keep_images` (default:
-    all of them) are the images evaluated. Boxes HRNet and MMPose would not score (another category, under
+    all of them) are the images evaluated; `image_sizes` their (width, height) where known. Boxes HRNet and MMPose would not score (another category, under
     `min_score`, zero width or height) and boxes of other images are counted in `.dropped` and logged."""
     dets = read_json(det_file, "--det-file")
     kept, dropped = validation.check_detections(dets, det_file, image_files, keep_images, min_score)
@@ -130,6 +138,7 @@ def load_detections(det_file, image_dir, image_files: dict, skeleton: Skeleton, 
         records.append(PersonRecord(
             ann_id=i, image_id=det["image_id"], file=Path(image_dir) / image_files[det["image_id"]], bbox=bbox,
             keypoints=np.zeros((skeleton.num_keypoints, 3), np.float32), score=float(det["score"]),
+            image_wh=(image_sizes or {}).get(det["image_id"]),
         ))
     return _report(records, det_file, "detector boxes")
 
@@ -143,9 +152,10 @@ class RecordTable:
     read-only view), so code that reads `records[i].bbox` or iterates the records keeps working.
     """
 
-    _ARRAYS = ("ann_id", "image_id", "file_index", "bbox", "keypoints", "head_box", "has_head_box", "score")
+    _ARRAYS = ("ann_id", "image_id", "file_index", "bbox", "keypoints", "head_box", "has_head_box", "score",
+               "image_wh")
 
-    def __init__(self, ann_id, image_id, file_index, bbox, keypoints, head_box, has_head_box, score,
+    def __init__(self, ann_id, image_id, file_index, bbox, keypoints, head_box, has_head_box, score, image_wh,
                  path_blob, path_offsets):
         self.ann_id = ann_id  # (N,) int64 (or a fixed-width string array where ids are not integers)
         self.image_id = image_id  # (N,) likewise
@@ -155,6 +165,7 @@ class RecordTable:
         self.head_box = head_box  # (N, 4) float64, NaN where the record has none
         self.has_head_box = has_head_box  # (N,) bool
         self.score = score  # (N,) float64
+        self.image_wh = image_wh  # (N, 2) int64 the annotation's image width, height; 0, 0 where unknown
         self.path_blob = path_blob  # (B,) uint8: the distinct file paths, UTF-8, back to back
         self.path_offsets = path_offsets  # (F + 1,) int64: path f is path_blob[offsets[f]:offsets[f + 1]]
         for name in (*self._ARRAYS, "path_blob", "path_offsets"):
@@ -180,7 +191,9 @@ class RecordTable:
             keypoints=keypoints,
             head_box=np.array([h if h is not None else (np.nan,) * 4 for h in heads], np.float64).reshape(-1, 4),
             has_head_box=np.array([h is not None for h in heads], dtype=bool),
-            score=np.array([r.score for r in records], dtype=np.float64), path_blob=blob, path_offsets=offsets)
+            score=np.array([r.score for r in records], dtype=np.float64),
+            image_wh=np.array([r.image_wh or (0, 0) for r in records], dtype=np.int64).reshape(-1, 2),
+            path_blob=blob, path_offsets=offsets)
 
     def __len__(self) -> int:
         return len(self.file_index)
@@ -207,7 +220,13 @@ class RecordTable:
         head = tuple(float(v) for v in self.head_box[index]) if self.has_head_box[index] else None
         return PersonRecord(ann_id=self.ann_id[index].item(), image_id=self.image_id[index].item(),
                             file=self.file(index), bbox=tuple(float(v) for v in self.bbox[index]),
-                            keypoints=self.keypoints[index], head_box=head, score=float(self.score[index]))
+                            keypoints=self.keypoints[index], head_box=head, score=float(self.score[index]),
+                            image_wh=self.size_of(index))
+
+    def size_of(self, index: int) -> tuple[int, int] | None:
+        """The annotation's (width, height) of the record's image, None where the annotation does not give it."""
+        w, h = (int(v) for v in self.image_wh[index])
+        return (w, h) if w > 0 and h > 0 else None
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
