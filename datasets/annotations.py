@@ -93,8 +93,9 @@ def load_mpii_records(data: list, ann_file: Path, image_dir: Path, skeleton: Ske
     """The HRNet/MMPose MPII json: `image`, `center`, `scale` (x 200 px), 1-based `joints` (16 x 2), `joints_vis`.
 
     The person box is HRNet's (lib/dataset/mpii.py): a square of side scale x 200 around the centre moved 15 x scale
-    px down (the top-down padding of 1.25 then makes HRNet's crop). Centre and joints become 0-based alike. MPII's json has no occlusion flag, so a
-    labelled joint is v=2 unless the record carries `joints_visible` (the official `is_visible`), then v=1 where 0.
+    px down (the top-down padding of 1.25 then makes HRNet's crop). Centre and joints become 0-based alike. MPII's
+    json has no occlusion flag, so a labelled joint is v=2 unless the record carries `joints_visible` (the official
+    `is_visible`), then v=1 where 0.
     `head_boxes` (N, 4) x0 y0 x1 y1, in file order, come from the ground-truth .mat (`headboxes_src`).
     """
     validation.check_mpii_head_boxes(len(data), head_boxes, ann_file)
@@ -129,8 +130,9 @@ def load_detections(det_file, image_dir, image_files: dict, skeleton: Skeleton, 
                     keep_images=None, image_sizes: dict | None = None) -> Records:
     """Person boxes from a detector in the COCO results format ({image_id, category_id, bbox, score}) as records
     without keypoint labels. `image_files` maps the ground truth's image ids to file names; `keep_images` (default:
-    all of them) are the images evaluated; `image_sizes` their (width, height) where known. Boxes HRNet and MMPose would not score (another category, under
-    `min_score`, zero width or height) and boxes of other images are counted in `.dropped` and logged."""
+    all of them) are the images evaluated; `image_sizes` their (width, height) where known. Boxes HRNet and MMPose
+    would not score (another category, under `min_score`, zero width or height) and boxes of other images are
+    counted in `.dropped` and logged."""
     dets = read_json(det_file, "--det-file")
     kept, dropped = validation.check_detections(dets, det_file, image_files, keep_images, min_score)
     records = Records(dropped=dropped)
