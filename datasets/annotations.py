@@ -17,9 +17,11 @@ from datasets import validation
 from datasets.skeletons import Skeleton
 from datasets.validation import AnnotationError, read_json  # noqa: F401  (re-exported: callers catch it here)
 
-# HRNet's MPII convention: `scale` is the person height / 200 px, and the centre sits 15 px (x scale) too high.
+# HRNet's MPII convention: `scale` is the person height / 200 px, and the centre sits 15 px (x scale) too high;
+# centre and joints are 1-based (MATLAB) pixels.
 MPII_SCALE_PX = 200.0
 MPII_CENTER_SHIFT = 15.0
+MPII_ONE_BASED = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class PersonRecord:
     keypoints: np.ndarray  # (K, 3): x, y 0-based pixels; v 0 unlabelled, 1 labelled but occluded, 2 visible
     head_box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 (PCKh's normaliser)
     score: float = 1.0  # the detector's box score; 1 for ground-truth boxes
+    image_wh: tuple[int, int] | None = None  # the annotation's image `width`, `height`: what decoding must give
 
 
 class Records(list):
@@ -81,7 +84,7 @@ def load_coco_records(data: dict, ann_file: Path, image_dir: Path, skeleton: Ske
             continue  # crowd regions and persons without a labelled joint carry no training signal
         head_box = tuple(float(v) for v in ann["head_box"]) if "head_box" in ann else None
         records.append(PersonRecord(ann_id=ann["id"], image_id=ann["image_id"], file=image_dir / image["file_name"],
-                                    bbox=bbox, keypoints=keypoints, head_box=head_box))
+                                    bbox=bbox, keypoints=keypoints, head_box=head_box, image_wh=image_size(image)))
     return _report(records, ann_file, "annotations")
 
 
@@ -89,9 +92,10 @@ def load_mpii_records(data: list, ann_file: Path, image_dir: Path, skeleton: Ske
                       head_boxes: np.ndarray | None = None) -> Records:
     """The HRNet/MMPose MPII json: `image`, `center`, `scale` (x 200 px), 1-based `joints` (16 x 2), `joints_vis`.
 
-    The person box is HRNet's: a square of side scale x 200 around the centre moved 15 x scale px down (the top-down
-    padding of 1.25 then makes HRNet's crop). Joints become 0-based. MPII's json has no occlusion flag, so a
-    labelled joint is v=2 unless the record carries `joints_visible` (the official `is_visible`), then v=1 where 0.
+    The person box is HRNet's (lib/dataset/mpii.py): a square of side scale x 200 around the centre moved 15 x scale
+    px down (the top-down padding of 1.25 then makes HRNet's crop). Centre and joints become 0-based alike. MPII's
+    json has no occlusion flag, so a labelled joint is v=2 unless the record carries `joints_visible` (the official
+    `is_visible`), then v=1 where 0.
     `head_boxes` (N, 4) x0 y0 x1 y1, in file order, come from the ground-truth .mat (`headboxes_src`).
     """
     validation.check_mpii_head_boxes(len(data), head_boxes, ann_file)
@@ -103,23 +107,32 @@ def load_mpii_records(data: list, ann_file: Path, image_dir: Path, skeleton: Ske
         if "joints_visible" in person:
             visibility = np.where((labelled > 0) & (np.asarray(person["joints_visible"]) == 0), 1, visibility)
         side = scale * MPII_SCALE_PX
-        cx, cy = center[0], center[1] + MPII_CENTER_SHIFT * scale
+        cx = center[0] - MPII_ONE_BASED
+        cy = center[1] + MPII_CENTER_SHIFT * scale - MPII_ONE_BASED
         image_id = image_ids.setdefault(person["image"], len(image_ids))
         records.append(PersonRecord(
             ann_id=i, image_id=image_id, file=image_dir / person["image"],
             bbox=(cx - side / 2, cy - side / 2, side, side),
-            keypoints=np.concatenate([joints - 1.0, visibility[:, None]], axis=1).astype(np.float32),
+            keypoints=np.concatenate([joints - MPII_ONE_BASED, visibility[:, None]], axis=1).astype(np.float32),
             head_box=tuple(float(v) for v in head_boxes[i]) if head_boxes is not None else None,
         ))
     return records
 
 
+def image_size(image: dict) -> tuple[int, int] | None:
+    """A COCO image entry's (width, height) in whole pixels, None where the file does not give both."""
+    if "width" in image and "height" in image:
+        return int(round(float(image["width"]))), int(round(float(image["height"])))
+    return None
+
+
 def load_detections(det_file, image_dir, image_files: dict, skeleton: Skeleton, min_score: float = 0.0,
-                    keep_images=None) -> Records:
+                    keep_images=None, image_sizes: dict | None = None) -> Records:
     """Person boxes from a detector in the COCO results format ({image_id, category_id, bbox, score}) as records
     without keypoint labels. `image_files` maps the ground truth's image ids to file names; `keep_images` (default:
-    all of them) are the images evaluated. Boxes HRNet and MMPose would not score (another category, under
-    `min_score`, zero width or height) and boxes of other images are counted in `.dropped` and logged."""
+    all of them) are the images evaluated; `image_sizes` their (width, height) where known. Boxes HRNet and MMPose
+    would not score (another category, under `min_score`, zero width or height) and boxes of other images are
+    counted in `.dropped` and logged."""
     dets = read_json(det_file, "--det-file")
     kept, dropped = validation.check_detections(dets, det_file, image_files, keep_images, min_score)
     records = Records(dropped=dropped)
@@ -127,6 +140,7 @@ def load_detections(det_file, image_dir, image_files: dict, skeleton: Skeleton, 
         records.append(PersonRecord(
             ann_id=i, image_id=det["image_id"], file=Path(image_dir) / image_files[det["image_id"]], bbox=bbox,
             keypoints=np.zeros((skeleton.num_keypoints, 3), np.float32), score=float(det["score"]),
+            image_wh=(image_sizes or {}).get(det["image_id"]),
         ))
     return _report(records, det_file, "detector boxes")
 
@@ -140,9 +154,10 @@ class RecordTable:
     read-only view), so code that reads `records[i].bbox` or iterates the records keeps working.
     """
 
-    _ARRAYS = ("ann_id", "image_id", "file_index", "bbox", "keypoints", "head_box", "has_head_box", "score")
+    _ARRAYS = ("ann_id", "image_id", "file_index", "bbox", "keypoints", "head_box", "has_head_box", "score",
+               "image_wh")
 
-    def __init__(self, ann_id, image_id, file_index, bbox, keypoints, head_box, has_head_box, score,
+    def __init__(self, ann_id, image_id, file_index, bbox, keypoints, head_box, has_head_box, score, image_wh,
                  path_blob, path_offsets):
         self.ann_id = ann_id  # (N,) int64 (or a fixed-width string array where ids are not integers)
         self.image_id = image_id  # (N,) likewise
@@ -152,6 +167,7 @@ class RecordTable:
         self.head_box = head_box  # (N, 4) float64, NaN where the record has none
         self.has_head_box = has_head_box  # (N,) bool
         self.score = score  # (N,) float64
+        self.image_wh = image_wh  # (N, 2) int64 the annotation's image width, height; 0, 0 where unknown
         self.path_blob = path_blob  # (B,) uint8: the distinct file paths, UTF-8, back to back
         self.path_offsets = path_offsets  # (F + 1,) int64: path f is path_blob[offsets[f]:offsets[f + 1]]
         for name in (*self._ARRAYS, "path_blob", "path_offsets"):
@@ -177,7 +193,9 @@ class RecordTable:
             keypoints=keypoints,
             head_box=np.array([h if h is not None else (np.nan,) * 4 for h in heads], np.float64).reshape(-1, 4),
             has_head_box=np.array([h is not None for h in heads], dtype=bool),
-            score=np.array([r.score for r in records], dtype=np.float64), path_blob=blob, path_offsets=offsets)
+            score=np.array([r.score for r in records], dtype=np.float64),
+            image_wh=np.array([r.image_wh or (0, 0) for r in records], dtype=np.int64).reshape(-1, 2),
+            path_blob=blob, path_offsets=offsets)
 
     def __len__(self) -> int:
         return len(self.file_index)
@@ -204,7 +222,13 @@ class RecordTable:
         head = tuple(float(v) for v in self.head_box[index]) if self.has_head_box[index] else None
         return PersonRecord(ann_id=self.ann_id[index].item(), image_id=self.image_id[index].item(),
                             file=self.file(index), bbox=tuple(float(v) for v in self.bbox[index]),
-                            keypoints=self.keypoints[index], head_box=head, score=float(self.score[index]))
+                            keypoints=self.keypoints[index], head_box=head, score=float(self.score[index]),
+                            image_wh=self.size_of(index))
+
+    def size_of(self, index: int) -> tuple[int, int] | None:
+        """The annotation's (width, height) of the record's image, None where the annotation does not give it."""
+        w, h = (int(v) for v in self.image_wh[index])
+        return (w, h) if w > 0 and h > 0 else None
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))

@@ -72,7 +72,9 @@ def test_mpii_loader_is_hrnet_convention(shared_data):
         side = person["scale"] * 200
         x, y, w, h = record.bbox
         assert w == pytest.approx(side) and h == pytest.approx(side)
-        assert (x + w / 2, y + h / 2) == pytest.approx((person["center"][0], person["center"][1] + 15 * person["scale"]))
+        # HRNet's centre: moved down 15 x scale px, then 0-based like the joints (its `c = c - 1`)
+        assert (x + w / 2, y + h / 2) == pytest.approx((person["center"][0] - 1,
+                                                         person["center"][1] + 15 * person["scale"] - 1))
     heads_json = json.loads((shared_data / "mpii/mpii_headboxes_first5.json").read_text())["persons"]
     assert len(heads_json) == 5
 

@@ -125,14 +125,16 @@ def fit(cfg: TrialConfig, reporter) -> None:
             metrics[meta.metric_name("train", "mfu")] = flops_per_image * stats["images_per_s"] / peak
         skipped = train_set.skipped | getattr(gpu_batcher, "skipped", set())
         metrics[meta.metric_name("data", "skipped_samples")] = float(len(skipped))
-        if train_set.skipped and reporter.rank == 0:
-            files = sorted({str(train_records[i].file) for i in train_set.skipped})
-            log.warning("epoch %d: %d training samples skipped so far (unreadable images: %s)", epoch + 1,
-                        len(train_set.skipped), ", ".join(files[:5]) + (" ..." if len(files) > 5 else ""))
+        if skipped and reporter.rank == 0:
+            log.warning("epoch %d: %d training samples skipped so far (faulty images: %s)", epoch + 1,
+                        len(skipped), skipped_files(train_set, skipped))
         eval_start = time.perf_counter()
         for split, (dataset, scorer) in eval_splits.items():
             for key, value in evaluate(unwrap(model), dataset, scorer, codec, device, data.flip_test).items():
                 metrics[meta.metric_name(split, key)] = value
+            if dataset.skipped:
+                log.warning("epoch %d: %d %s samples skipped (faulty images: %s)", epoch + 1, len(dataset.skipped),
+                            split, skipped_files(dataset, dataset.skipped))
         metrics |= {meta.metric_name("time", "train_s"): stats["time_s"],
                     meta.metric_name("time", "eval_s"): time.perf_counter() - eval_start,
                     meta.metric_name("time", "setup_s"): setup_s}
@@ -143,3 +145,13 @@ def fit(cfg: TrialConfig, reporter) -> None:
                 reporter.report(metrics, Path(tmp))
         else:
             reporter.report(metrics, None)
+
+
+def skipped_files(dataset: TopDownDataset, indices, shown: int = 5) -> str:
+    """The files of skipped samples `indices`, each with its fault where this process saw it (a loader worker's
+    are logged there), the first `shown` of them."""
+    files = {}
+    for i in sorted(indices):
+        files.setdefault(str(dataset.records.file(i)), dataset.faults.get(i))
+    names = [f"{f} ({why})" if why else f for f, why in sorted(files.items())]
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")

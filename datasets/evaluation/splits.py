@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from datasets.annotations import PersonRecord, load_detections, load_records
+from datasets.annotations import PersonRecord, image_size, load_detections, load_records
 from datasets.evaluation.metrics import load_coco, quiet
 from datasets.evaluation.mpii import load_mpii_gt
 from datasets.evaluation.scoring import CocoScorer, MpiiScorer
@@ -55,7 +55,8 @@ def load_eval_split(protocol: str, ann_file: str, image_dir: str, skeleton: Skel
             gt.createIndex()
     if det_file:
         keep = {image["id"] for image in gt.dataset["images"]}
-        records = load_detections(det_file, image_dir, files, skeleton, keep_images=keep)
+        sizes = {image["id"]: image_size(image) for image in gt.dataset["images"]}
+        records = load_detections(det_file, image_dir, files, skeleton, keep_images=keep, image_sizes=sizes)
         dropped.update(records.dropped)
     scorer = CocoScorer(gt, skeleton, crowd=protocol == "crowdpose", nms=bool(det_file),
                         visibility_splits=visibility_splits)

@@ -8,10 +8,10 @@ uint8 crop) and `normalise_batch` (a device batch) share IMAGENET_MEAN / IMAGENE
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import torch
 
@@ -102,16 +102,22 @@ class HeatmapCodec:
         return coords, scores
 
     def _decode_dark(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """DARK as its reference implementations compute it (MMPose's `refine_keypoints_dark` with `gaussian_blur`,
+        DarkPose's `taylor` with `gaussian_blur`): blur with a zero border, log, and one Newton step from the
+        argmax, taken only where the 5x5 stencil lies inside the map (1 < x < w - 2, 1 < y < h - 2); nearer the
+        edge the argmax stays. tests/datasets/test_dark_decoding.py compares it band by band of distance to the edge."""
         n, k, h, w = heatmaps.shape
         flat = heatmaps.reshape(n, k, -1)
         scores, idx = flat.max(dim=-1)
-        x = (idx % w).float()
-        y = torch.div(idx, w, rounding_mode="floor").float()
-        logmap = torch.log(_modulate(heatmaps.float(), self.sigma).clamp(min=1e-10))
-        # Pad by 2 so the second differences exist at every argmax; replicate keeps borders flat.
-        padded = torch.nn.functional.pad(logmap.reshape(n * k, 1, h, w), (2, 2, 2, 2), mode="replicate")[:, 0]
-        rows = torch.arange(n * k)
-        px, py = x.long().reshape(-1) + 2, y.long().reshape(-1) + 2
+        xi = (idx % w).reshape(-1)
+        yi = torch.div(idx, w, rounding_mode="floor").reshape(-1)
+        radius = dark_blur_radius(self.sigma)
+        logmap = torch.log(_modulate(heatmaps.float(), radius).clamp(min=1e-10))
+        # Padded only so that the stencil can be read at every argmax; the step is taken inside alone.
+        padded = torch.nn.functional.pad(logmap.reshape(n * k, h, w), (2, 2, 2, 2))
+        inside = (xi > 1) & (xi < w - 2) & (yi > 1) & (yi < h - 2)
+        rows = torch.arange(n * k, device=heatmaps.device)
+        px, py = xi + 2, yi + 2
 
         def at(dy: int, dx: int) -> torch.Tensor:
             return padded[rows, py + dy, px + dx]
@@ -123,27 +129,31 @@ class HeatmapCodec:
         dyy = 0.25 * (at(2, 0) - 2 * center + at(-2, 0))
         dxy = 0.25 * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
         det = dxx * dyy - dxy**2
-        ok = det.abs() > 1e-12
+        ok = inside & (det != 0)
         safe = torch.where(ok, det, torch.ones_like(det))
-        off_x = torch.where(ok, -(dyy * dx - dxy * dy) / safe, torch.zeros_like(det))
-        off_y = torch.where(ok, -(dxx * dy - dxy * dx) / safe, torch.zeros_like(det))
-        # A Newton step longer than a cell means the local quadratic model is wrong: keep the argmax there.
-        sane = (off_x.abs() <= 1) & (off_y.abs() <= 1)
-        off_x, off_y = off_x * sane, off_y * sane
-        coords = torch.stack([x + off_x.reshape(n, k), y + off_y.reshape(n, k)], dim=-1) * self.stride
+        zero = torch.zeros_like(det)
+        # The references take the step whatever its length. Beyond the blur's radius the smoothed map holds nothing
+        # of the argmax's neighbourhood, so longer steps (noise: a near-singular Hessian) are clipped to it; shorter
+        # ones, every step on a clean map, are the references' own.
+        off_x = torch.where(ok, -(dyy * dx - dxy * dy) / safe, zero).clamp(-radius, radius)
+        off_y = torch.where(ok, -(dxx * dy - dxy * dx) / safe, zero).clamp(-radius, radius)
+        coords = torch.stack([xi.float() + off_x, yi.float() + off_y], dim=-1).reshape(n, k, 2) * self.stride
         return coords, scores
 
 
-def _modulate(heatmaps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """DARK's distribution modulation: Gaussian-blur each map, then rescale it to its original maximum."""
+def dark_blur_radius(sigma: float) -> int:
+    """The half-width of DARK's modulation kernel: the references' 6 sigma - 1 taps (11 for sigma 2, 17 for 3)."""
+    return max(1, int(round(3 * sigma)) - 1)
+
+
+def _modulate(heatmaps: torch.Tensor, radius: int) -> torch.Tensor:
+    """DARK's distribution modulation: each map Gaussian-blurred with a zero border (OpenCV's kernel of
+    2 radius + 1 taps, its sigma derived from the size, as the references' cv2.GaussianBlur(.., (k, k), 0)), then
+    rescaled to its original maximum."""
     n, k, h, w = heatmaps.shape
-    radius = int(math.ceil(3 * sigma))
-    coords = torch.arange(-radius, radius + 1, dtype=heatmaps.dtype)
-    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    maps = heatmaps.reshape(n * k, 1, h, w)
-    padded = torch.nn.functional.pad(maps, (radius, radius, radius, radius), mode="replicate")
-    blurred = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1))
+    kernel = torch.from_numpy(cv2.getGaussianKernel(2 * radius + 1, 0).ravel()).to(heatmaps.device, heatmaps.dtype)
+    maps = torch.nn.functional.pad(heatmaps.reshape(n * k, 1, h, w), (radius, radius, radius, radius))
+    blurred = torch.nn.functional.conv2d(maps, kernel.view(1, 1, 1, -1))
     blurred = torch.nn.functional.conv2d(blurred, kernel.view(1, 1, -1, 1)).reshape(n, k, h, w)
     original_max = heatmaps.amax(dim=(2, 3), keepdim=True)
     blurred_max = blurred.amax(dim=(2, 3), keepdim=True).clamp(min=1e-10)

@@ -25,6 +25,7 @@ from datasets.topdown.codec import IMAGENET_MEAN, IMAGENET_STD, HeatmapCodec, no
 from datasets.topdown.geometry import (CropGeometry, affine_matrix, bounds, box_corners, box_to_crop, flip_matrix,
                                        transform_points)
 from datasets.topdown.image_cache import RegionCache, RegionPlan, plan_region, read_crop, read_full, reducible
+from datasets.topdown.image_check import ImageFault
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ class TopDownDataset(torch.utils.data.Dataset):
     """Yields dicts with `image` (3, H, W) normalised float, `heatmaps`, `target_weight`, `index`.
 
     Randomness is a pure function of (seed, epoch, index), so a resumed epoch sees the same samples. A sample
-    whose image cannot be read is skipped (returns None, dropped by `collate_skip_none`) and counted.
+    whose image is not the one its annotation describes (missing, unreadable, truncated, or of another size than
+    the annotation's `width` x `height`: image_check.py) is skipped (returns None, dropped by `collate_skip_none`),
+    counted in `skipped` and logged once with the reason (`faults`: index -> reason).
 
     The records are held as a RecordTable (a few numpy arrays), so forked data-loader workers share them with the
     parent instead of copying them page by page. With `fast` (the default) an image is decoded once into a
@@ -81,6 +84,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.padding = padding
         self.epoch = 0
         self.skipped: set[int] = set()
+        self.faults: dict[int, str] = {}
         self._photometric = photometric_transform(augment.photometric_p)
         # Training occlusion transforms, applied in this order (datasets.occlusion.build_occlusions assembles a
         # trial's); a PartMix without a donor takes its parts from this dataset's other samples.
@@ -134,12 +138,10 @@ class TopDownDataset(torch.utils.data.Dataset):
     def views(self, index: int, epoch: int | None = None) -> tuple[Crop, Crop] | None:
         """(clean, transformed): the same crop before and after the occlusion transforms and attack."""
         rng, geom, matrix, keypoints, _ = self.sample_geometry(index, epoch)
-        pixels = self._warped(index, geom, matrix)
-        if pixels is None:
-            if index not in self.skipped:
-                log.warning("skipping unreadable image %s (annotation %s)", self.records.file(index),
-                            self.records.ann_id[index])
-            self.skipped.add(index)
+        try:
+            pixels = self._warped(index, geom, matrix)
+        except ImageFault as fault:
+            self.skip(index, str(fault))
             return None
         clean = self.crop_of(index, pixels, matrix, keypoints)
         if rng is not None and self.augment.photometric_p > 0:
@@ -153,6 +155,14 @@ class TopDownDataset(torch.utils.data.Dataset):
             crop = self.attack(crop)
         return clean, crop
 
+    def skip(self, index: int, reason: str) -> None:
+        """Count sample `index` as skipped because its image is faulty (`reason`), logging it the first time."""
+        if index not in self.skipped:
+            log.warning("skipping image %s (annotation %s): %s", self.records.file(index),
+                        self.records.ann_id[index], reason)
+        self.skipped.add(index)
+        self.faults.setdefault(index, reason)
+
     def crop_of(self, index: int, pixels: np.ndarray, matrix: np.ndarray, keypoints: np.ndarray) -> Crop:
         """The Crop of already warped pixels, before any pixel transform: keypoints and body box in crop pixels
         (the labels always follow `matrix`, image -> crop)."""
@@ -162,15 +172,15 @@ class TopDownDataset(torch.utils.data.Dataset):
     # ------------------------------------------------------------------------------------------------------------
     # Pixels: the warped crop, from the cache, a reduced decode or the whole image
 
-    def _warped(self, index: int, geom: CropGeometry, matrix: np.ndarray) -> np.ndarray | None:
-        """The (H, W, 3) RGB crop `matrix` draws from the sample's image, or None when the image is unreadable."""
-        hw = self.codec.input_hw
+    def _warped(self, index: int, geom: CropGeometry, matrix: np.ndarray) -> np.ndarray:
+        """The (H, W, 3) RGB crop `matrix` draws from the sample's image; ImageFault when the image is faulty."""
+        hw, image_wh = self.codec.input_hw, self.records.size_of(index)
         if not self.fast:
-            return read_full(self.records.file(index), matrix, hw)
+            return read_full(self.records.file(index), matrix, hw, image_wh)
         file_index = int(self.records.file_index[index])
         path = self.records.path(file_index)
         return read_crop(self.cache, file_index, path, geom.size, matrix, hw, self.max_reduction,
-                         lambda: self._image_plan(file_index, path))
+                         lambda: self._image_plan(file_index, path), image_wh)
 
     def _image_plan(self, file_index: int, path: str) -> RegionPlan:
         """Where, and how finely, any crop of the image's persons can sample it under this dataset's augmentation."""
@@ -191,10 +201,13 @@ class TopDownDataset(torch.utils.data.Dataset):
             index = int(rng.integers(len(self)))
             geom = self.crop_geometry(index, None)
             matrix = affine_matrix(geom, self.codec.input_hw)
-            pixels = self._warped(index, geom, matrix)
-            if pixels is not None:
-                return self.crop_of(index, pixels, matrix, self.records.keypoints[index])
-        raise RuntimeError("PartMix: ten random donor images in a row were unreadable")
+            try:
+                pixels = self._warped(index, geom, matrix)
+            except ImageFault as fault:
+                self.skip(index, str(fault))
+                continue
+            return self.crop_of(index, pixels, matrix, self.records.keypoints[index])
+        raise RuntimeError("PartMix: ten random donor images in a row were faulty")
 
     def __getitem__(self, index: int):
         views = self.views(index)

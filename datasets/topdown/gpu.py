@@ -30,7 +30,6 @@ differs by design.
 from __future__ import annotations
 
 import contextlib
-import logging
 import queue
 import threading
 from dataclasses import dataclass
@@ -44,8 +43,8 @@ from datasets.occlusion.lja import LJA
 from datasets.topdown.codec import HeatmapCodec, normalise_batch
 from datasets.topdown.dataset import TopDownDataset
 from datasets.topdown.gpu_ops import crop_batch, decode_images, jpeg_needs_cpu, paint_occlusions
+from datasets.topdown.image_check import ImageFault, check_bytes, check_file, decode_bgr
 
-log = logging.getLogger(__name__)
 
 __all__ = [
     "SampleParams", "draw_params", "check_supported", "GpuTopDownSource", "collate_gpu", "batch_sources",
@@ -117,9 +116,10 @@ class GpuTopDownSource(torch.utils.data.Dataset):
     not take, see `jpeg_needs_cpu`, the image decoded here as cv2.imread decodes it) and the sample's parameters.
 
     Randomness follows the wrapped dataset's (seed, epoch, index), so set_epoch before building an epoch's
-    iterator (not with persistent_workers, whose copies of the dataset never see a later epoch). An unreadable
-    file gives an `unreadable` marker, which collate_gpu drops and lists in the batch's `skipped` (also added to the
-    dataset's `skipped`, as in the CPU path)."""
+    iterator (not with persistent_workers, whose copies of the dataset never see a later epoch). A file
+    image_check.py finds faulty (missing, unreadable, truncated, another size than the annotation's: the CPU
+    path's check) gives an `unreadable` marker, which collate_gpu drops and lists in the batch's `skipped` (also
+    added to the dataset's `skipped` and `faults`, as in the CPU path)."""
 
     def __init__(self, dataset: TopDownDataset):
         check_supported(dataset)
@@ -136,23 +136,19 @@ class GpuTopDownSource(torch.utils.data.Dataset):
         return self.dataset.skipped
 
     def __getitem__(self, index: int):
-        record = self.dataset.records[index]
+        records = self.dataset.records
+        path, image_wh = records.file(index), records.size_of(index)
         try:
-            data = np.fromfile(record.file, np.uint8)
-        except OSError:
-            data = None
-        source = None
-        if data is not None and data.size and not jpeg_needs_cpu(data):
-            source = torch.from_numpy(data)
-        elif data is not None and data.size:
-            image = cv2.imread(str(record.file), cv2.IMREAD_COLOR)
-            if image is not None:
-                rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            check_file(path)  # the CPU path's check: a missing or truncated file never reaches a decoder
+            data = np.fromfile(path, np.uint8)
+            if not jpeg_needs_cpu(data):
+                check_bytes(data, image_wh)  # the frame size, read from the header
+                source = torch.from_numpy(data)
+            else:
+                rgb = cv2.cvtColor(decode_bgr(str(path), image_wh), cv2.COLOR_BGR2RGB)
                 source = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-        if source is None:
-            if index not in self.dataset.skipped:
-                log.warning("skipping unreadable image %s (record %d)", record.file, index)
-            self.dataset.skipped.add(index)
+        except (ImageFault, OSError) as fault:
+            self.dataset.skip(index, str(fault) if isinstance(fault, ImageFault) else f"cannot be read ({fault})")
             # A marker, not None: in a loader worker process the dataset's `skipped` is a copy the trainer never
             # sees, so the index travels in the batch (collate_gpu's `skipped`) to the batcher's count.
             return {"unreadable": index}

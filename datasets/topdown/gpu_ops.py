@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datasets.topdown.image_check import jpeg_segments
+
 __all__ = ["jpeg_needs_cpu", "decode_images", "crop_batch", "paint_occlusions"]
 
 
@@ -24,31 +26,16 @@ def jpeg_needs_cpu(data) -> bool:
     (PNGs, CMYK or arithmetic-coded JPEGs, phone photos with an orientation tag, which cv2.imread turns upright)
     are decoded by the loader exactly as the CPU path does; everything else goes to the device as bytes."""
     buf = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else memoryview(data)
-    n = len(buf)
-    if n < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+    if len(buf) < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
         return True
+    sof = components = None
     try:
-        i, sof, components = 2, None, None
-        while i + 4 <= n:
-            if buf[i] != 0xFF:
-                return True
-            marker = buf[i + 1]
-            if marker == 0xFF:
-                i += 1
-                continue
-            if marker == 0x01 or 0xD0 <= marker <= 0xD8:
-                i += 2
-                continue
-            length = (buf[i + 2] << 8) | buf[i + 3]
-            segment = buf[i + 4: i + 2 + length]
+        for marker, segment, _ in jpeg_segments(buf):
             if marker == 0xE1 and bytes(segment[:6]) == b"Exif\x00\x00" \
                     and _exif_orientation(segment[6:]) not in (0, 1):
                 return True
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
                 sof, components = (marker if segment[0] == 8 else None), segment[5]  # 8-bit samples only
-            if marker == 0xDA:
-                break
-            i += 2 + length
         return sof not in _SOF_MARKERS or components not in (1, 3)
     except (IndexError, struct.error, ValueError):
         return True

@@ -5,8 +5,9 @@ An image is decoded once into the region any crop of its persons can sample (a `
 dataset from its augmentation's reach), at the largest reduction that still leaves every such crop at least one
 decoded pixel per output pixel. `read_crop` serves a crop from the cache, or decodes and caches the plan's region,
 or (for a crop the plan did not foresee) warps the whole decoded image; `read_full` is the plain path. Pixels are
-(H, W, 3) uint8 RGB; matrices 2x3 image -> crop in full-resolution pixels. Measurements: BENCHMARKS.md;
-equivalence with the plain path: tests/test_pipeline_speed.py.
+(H, W, 3) uint8 RGB; matrices 2x3 image -> crop in full-resolution pixels. Every decode goes through
+image_check.decode_bgr: a truncated file, or one of another size than the annotation's, raises ImageFault.
+Measurements: BENCHMARKS.md; equivalence with the plain path: tests/test_pipeline_speed.py.
 """
 from __future__ import annotations
 
@@ -20,18 +21,20 @@ import cv2
 import numpy as np
 
 from datasets.topdown.geometry import warp_image
+from datasets.topdown.image_check import decode_bgr
 
 
-def read_full(path: str, matrix: np.ndarray, output_hw: tuple[int, int]) -> np.ndarray | None:
-    """The plain path: the whole image decoded and warped; None when it cannot be read."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if image is None else warp_image(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), matrix, output_hw)
+def read_full(path: str, matrix: np.ndarray, output_hw: tuple[int, int], image_wh=None) -> np.ndarray:
+    """The plain path: the whole image decoded and warped. ImageFault (image_check.py) when the file is not the
+    image of the annotation's `image_wh` (width, height; None where unknown)."""
+    return warp_image(cv2.cvtColor(decode_bgr(path, image_wh), cv2.COLOR_BGR2RGB), matrix, output_hw)
 
 
 def read_crop(cache: "RegionCache", key: int, path: str, crop_size, matrix: np.ndarray, output_hw: tuple[int, int],
-              max_reduction: int, plan: Callable[[], "RegionPlan"]) -> np.ndarray | None:
+              max_reduction: int, plan: Callable[[], "RegionPlan"], image_wh=None) -> np.ndarray:
     """The crop `matrix` draws from image `path` (cache key `key`), `crop_size` (w, h) source pixels, into
-    `output_hw`; None when the image cannot be read. `plan()` gives the image's RegionPlan on a cache miss.
+    `output_hw`; `plan()` gives the image's RegionPlan on a cache miss. ImageFault (image_check.py) when the file
+    is not the image of the annotation's `image_wh` (width, height; None where unknown): checked on every decode.
 
     A sample's pixels depend only on the sample (its plan region or the whole image), never on what the cache
     happens to hold, so a sample stays a pure function of (seed, epoch, index)."""
@@ -46,9 +49,7 @@ def read_crop(cache: "RegionCache", key: int, path: str, crop_size, matrix: np.n
     cache.misses += 1
     region_plan = plan()
     reduction = min(region_plan.reduction, limit)
-    image = _decode_bgr(path, reduction)
-    if image is None:
-        return None
+    image = decode_bgr(path, image_wh, reduction)
     m = _reduced_matrix(matrix, reduction)
     h, w = image.shape[:2]
     x0, y0, x1, y1 = region_plan.rect(reduction)
@@ -166,14 +167,6 @@ class RegionPlan:
 
 
 _JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
-_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-
-
-def _decode_bgr(path: str, reduction: int) -> np.ndarray | None:
-    """The image as BGR uint8, decoded at 1/`reduction` scale (1, 2, 4, 8)."""
-    return cv2.imread(path, _REDUCED_FLAGS[reduction] if reduction > 1 else cv2.IMREAD_COLOR)
-
-
 def _warp_rgba(rgba: np.ndarray, matrix: np.ndarray, output_hw: tuple[int, int]) -> np.ndarray:
     """warp_image of an RGBA image, returned as (H, W, 3) RGB."""
     return cv2.cvtColor(warp_image(rgba, matrix, output_hw), cv2.COLOR_RGBA2RGB)
