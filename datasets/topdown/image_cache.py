@@ -6,7 +6,7 @@ dataset from its augmentation's reach), at the largest reduction that still leav
 decoded pixel per output pixel. `read_crop` serves a crop from the cache, or decodes and caches the plan's region,
 or (for a crop the plan did not foresee) warps the whole decoded image; `read_full` is the plain path. Pixels are
 (H, W, 3) uint8 RGB; matrices 2x3 image -> crop in full-resolution pixels. Measurements: BENCHMARKS.md;
-equivalence with the plain path: tests/test_pipeline_speed.py.
+equivalence with the plain path: tests/datasets/test_pipeline_speed.py.
 """
 from __future__ import annotations
 
