@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,50 @@ def real_layouts(shared_data, tmp_path_factory) -> Path:
 def fresh_layouts(shared_data, tmp_path) -> Path:
     """Layouts of the test's own, for tests that replace a file in them."""
     return official_layouts(shared_data, tmp_path / "layouts")
+
+
+class SearchCLI:
+    """search/run.py as every end-to-end test starts it: in `work`, tracked in work/mlflow.db (or `tracking_uri`),
+    on the session's synthetic-dataset cache, unbuffered so that progress lines arrive as they are printed. `code` is
+    the checkout whose search/run.py runs; `env` adds to (or replaces in) the environment."""
+
+    def __init__(self, work: Path, dataset_cache: Path, code: Path = REPO_ROOT, tracking_uri: str | None = None,
+                 **env: str):
+        self.work, self.code = Path(work), Path(code)
+        self.tracking_uri = tracking_uri or f"sqlite:///{self.work / 'mlflow.db'}"
+        self.env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri, "OCCPOSE_CACHE": str(dataset_cache),
+                    "PYTHONUNBUFFERED": "1", **env}
+
+    def command(self, *args) -> list[str]:
+        return [sys.executable, str(self.code / "search" / "run.py"), *map(str, args)]
+
+    def run(self, *args, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run to the end; stdout and stderr captured as text."""
+        return subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout, cwd=self.work,
+                              env=self.env)
+
+    def start(self, *args) -> subprocess.Popen:
+        """Start without waiting; stdout piped as text, stderr merged into it (read it with `wait_for_line`)."""
+        return subprocess.Popen(self.command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=self.work, env=self.env)
+
+
+@pytest.fixture
+def search_cli(tmp_path, dataset_cache) -> SearchCLI:
+    """search/run.py started in the test's own tmp_path (module-scoped fixtures build a `SearchCLI` themselves)."""
+    return SearchCLI(tmp_path, dataset_cache)
+
+
+def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float) -> list[str]:
+    """The lines `proc` prints up to and including the first that holds `needle`; kills `proc` and fails, with the
+    output's tail, when its output ends or `timeout` passes first."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    proc.kill()
+    raise AssertionError(f"{needle!r} not seen; output tail:\n{''.join(seen[-40:])}")

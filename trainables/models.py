@@ -27,7 +27,7 @@ def list_models() -> list[str]:
 
 
 # Every model's default input (h, w): the papers' COCO setting, datasets.meta's COCO input_hw (not imported, see
-# above; tests/test_models_losses.py checks they agree).
+# above; tests/trainables/test_models.py checks they agree).
 DEFAULT_INPUT_HW: tuple[int, int] = (256, 192)
 
 

@@ -4,7 +4,7 @@ Why this is hand-written: the official protocol lives in xtcocotools
 (`COCOeval(gt, dt, 'keypoints_crowd', sigmas, use_area=False)`), whose wheels are built against numpy 1.x and fail
 to import under the numpy 2 this project uses. This module subclasses pycocotools' COCOeval (whose OKS, matching
 and accumulation are the same code) and changes only what xtcocotools 1.14.3 changes for 'keypoints_crowd' with
-use_area=False, so the numbers are equal to the official ones (tests/test_crowdpose_eval.py checks this against
+use_area=False, so the numbers are equal to the official ones (tests/datasets/test_crowdpose_eval.py checks this against
 stats recorded from xtcocotools itself):
 
 - OKS scale and area-range test use `bbox_w * bbox_h * 0.53` in place of the annotation's `area`

@@ -60,7 +60,7 @@ class HeatmapCodec:
         """`encode` for a batch on any device: keypoints (B, K, 2) in input pixels, weights (B, K) -> heatmaps
         (B, K, h, w) float32, target weights (B, K) float32 on the keypoints' device. The same arithmetic as the
         numpy back end (float64 Gaussians around the unrounded keypoint / stride, their float32 outer product), so
-        the two agree to float32 rounding (tests/test_gpu_augment.py)."""
+        the two agree to float32 rounding (tests/datasets/test_gpu_augment.py)."""
         keypoints = keypoints.to(torch.float64)
         gy, gx, target_weight = _gaussians(torch, keypoints, weights.to(keypoints.device), self.heatmap_hw,
                                            self.stride, self.sigma, dtype=torch.float64, device=keypoints.device)

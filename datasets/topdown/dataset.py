@@ -52,7 +52,7 @@ class TopDownDataset(torch.utils.data.Dataset):
     reduced decode the pixels are the full-decode path's up to one grey level in a rare pixel (OpenCV's float32
     source coordinates round differently relative to a region's origin), and a sample never depends on what the
     cache holds. `fast=False` is the plain path: the whole image decoded and warped for every sample.
-    Measurements: BENCHMARKS.md; equivalence: tests/test_pipeline_speed.py.
+    Measurements: BENCHMARKS.md; equivalence: tests/datasets/test_pipeline_speed.py.
 
     `augment` (training only) is the identity by default; `occlusions` are the training occlusion transforms in
     the order they run (a trial's come from datasets.occlusion.build_occlusions); `attack` a test-time attack run

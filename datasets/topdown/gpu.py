@@ -17,12 +17,12 @@ What the CPU path does that this one does not (GpuTopDownSource refuses such dat
 occlusion transforms other than LJA (random occluders, targeted augmentations), test-time attacks and OASNet's
 siamese pair.
 
-Equivalence with the CPU path (tests/test_gpu_augment.py): the crop matrix, keypoints, target weights, LJA boxes and
-fills are the CPU's own numbers; heatmaps agree to float32 rounding; the crop's pixels agree with cv2.warpAffine to
-at most one grey level (OpenCV >= 4.11 computes INTER_LINEAR in float like grid_sample and both round half to even;
-the rare one-level differences are float32 rounding of the sample coordinates flipping a value that lies within
-~1e-4 of a rounding boundary). Older OpenCV quantises sample coordinates to 1/32 pixel, which moves pixels on sharp
-edges by up to ~5 grey levels. The reference is the CPU path's full-resolution decode: on the CPU torchvision's
+Equivalence with the CPU path (tests/datasets/test_gpu_augment.py): the crop matrix, keypoints, target weights, LJA
+boxes and fills are the CPU's own numbers; heatmaps agree to float32 rounding; the crop's pixels agree with
+cv2.warpAffine to at most one grey level (OpenCV >= 4.11 computes INTER_LINEAR in float like grid_sample and both round
+half to even; the rare one-level differences are float32 rounding of the sample coordinates flipping a value that lies
+within ~1e-4 of a rounding boundary). Older OpenCV quantises sample coordinates to 1/32 pixel, which moves pixels on
+sharp edges by up to ~5 grey levels. The reference is the CPU path's full-resolution decode: on the CPU torchvision's
 decoder gives cv2.imread's pixels bit for bit, while on CUDA nvjpeg (its own IDCT and chroma upsampling) differs from
 libjpeg-turbo by about a grey level on average, and a CPU dataset whose fast path decodes at a reduced JPEG scale
 differs by design.

@@ -2,7 +2,7 @@
 on CUDA and, for the tests, on the CPU: which files the device decoder may take (`jpeg_needs_cpu`), batched JPEG
 decode (nvjpeg through `torchvision.io.decode_jpeg`), the affine crop of a batch of images of any sizes
 (`affine_grid` + `grid_sample`, cv2.warpAffine's INTER_LINEAR convention) and the painting of constant rectangles
-(LJA's blocks). Equivalence with the CPU path: tests/test_gpu_augment.py.
+(LJA's blocks). Equivalence with the CPU path: tests/datasets/test_gpu_augment.py.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ decoded pixel per output pixel. `read_crop` serves a crop from the cache, or dec
 or (for a crop the plan did not foresee) warps the whole decoded image; `read_full` is the plain path. Pixels are
 (H, W, 3) uint8 RGB; matrices 2x3 image -> crop in full-resolution pixels. Every decode goes through
 image_check.decode_bgr: a truncated file, or one of another size than the annotation's, raises ImageFault.
-Measurements: BENCHMARKS.md; equivalence with the plain path: tests/test_pipeline_speed.py.
+Measurements: BENCHMARKS.md; equivalence with the plain path: tests/datasets/test_pipeline_speed.py.
 """
 from __future__ import annotations
 

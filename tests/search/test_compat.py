@@ -10,8 +10,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT
-from test_search_resume import wait_for_line
+from conftest import REPO_ROOT, SearchCLI, wait_for_line
 
 pytestmark = pytest.mark.e2e
 
@@ -35,19 +34,20 @@ def old_code(tmp_path_factory):
     return root
 
 
+def checkout_cli(code, work, dataset_cache) -> SearchCLI:
+    """`code`'s search/run.py, `code` first on the path of the driver and, through the environment, of every Ray
+    worker it starts."""
+    return SearchCLI(work, dataset_cache, code=code,
+                     PYTHONPATH=os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")]))
+
+
 def environment(code, work, dataset_cache) -> dict:
-    """`code` first on the path of the driver and, through the environment, of every Ray worker it starts."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")]),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "OCCPOSE_CACHE": str(dataset_cache),
-            "PYTHONUNBUFFERED": "1"}
+    return checkout_cli(code, work, dataset_cache).env
 
 
 def search(code, work, dataset_cache, *extra):
-    return subprocess.Popen(
-        [sys.executable, str(code / "search" / "run.py"), "--space", "lja", "--smoke", "--storage-path",
-         str(work / "ray"), "--experiment", EXPERIMENT, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work,
-        env=environment(code, work, dataset_cache))
+    return checkout_cli(code, work, dataset_cache).start("--space", "lja", "--smoke", "--storage-path", work / "ray",
+                                                         "--experiment", EXPERIMENT, *extra)
 
 
 def test_old_experiment_resumes_and_old_registered_model_loads(old_code, tmp_path, dataset_cache):

@@ -1,8 +1,15 @@
+"""The heatmap codec (datasets/topdown/codec.py): encode, decode with the quarter shift or DARK, flip-test unflip."""
 import numpy as np
 import torch
 
-from datasets.topdown.codec import HeatmapCodec
-from datasets.topdown.geometry import CropGeometry, affine_matrix, box_to_crop, transform_points
+from datasets.skeletons import COCO17
+from datasets.topdown.codec import HeatmapCodec, unflip_heatmaps
+
+CODEC = HeatmapCodec((256, 192))
+
+
+def decode(heatmaps: torch.Tensor) -> np.ndarray:
+    return CODEC.decode(heatmaps[None])[0][0].numpy()
 
 
 def test_encode_peaks_at_the_keypoint_and_zeroes_unlabelled_joints():
@@ -49,20 +56,15 @@ def test_unknown_refinement_is_rejected():
         HeatmapCodec((96, 64), decode="median")
 
 
-def test_box_to_crop_fixes_aspect_ratio_and_pads():
-    geom = box_to_crop((10, 20, 30, 90), (96, 64), padding=1.25)
-    np.testing.assert_allclose(geom.center, [25, 65])
-    np.testing.assert_allclose(geom.size, [60 * 1.25, 90 * 1.25])  # widened to 64/96 of the height
-
-
-def test_affine_maps_box_centre_to_crop_centre_and_inverts():
-    geom = CropGeometry(np.array([100.0, 50.0]), np.array([80.0, 120.0]), rotation=25.0)
-    forward = affine_matrix(geom, (96, 64))
-    backward = affine_matrix(geom, (96, 64), inverse=True)
-    np.testing.assert_allclose(transform_points(np.array([[100.0, 50.0]]), forward), [[32.0, 48.0]], atol=1e-4)
-    pts = np.random.default_rng(1).uniform(0, 200, (20, 2))
-    np.testing.assert_allclose(transform_points(transform_points(pts, forward), backward), pts, atol=1e-3)
-    # scale: 80 source pixels across become 64 crop pixels
-    a, b = transform_points(np.array([[60.0, 50.0], [140.0, 50.0]]), affine_matrix(
-        CropGeometry(np.array([100.0, 50.0]), np.array([80.0, 120.0])), (96, 64)))
-    np.testing.assert_allclose(b - a, [64.0, 0.0], atol=1e-4)
+def test_unflip_heatmaps_restores_the_unmirrored_prediction():
+    rng = np.random.default_rng(0)
+    width = CODEC.input_hw[1]
+    points = rng.uniform([32, 32], [width - 32, CODEC.input_hw[0] - 32], size=(17, 2))  # clear of DARK's edge blur
+    mirrored = points[COCO17.flip_index].copy()
+    mirrored[:, 0] = width - 1 - mirrored[:, 0]
+    heatmaps, _ = CODEC.encode(mirrored, np.ones(17))
+    restored = unflip_heatmaps(torch.from_numpy(heatmaps)[None], COCO17.flip_index, CODEC.stride)[0]
+    np.testing.assert_allclose(decode(restored), points, atol=0.15)
+    # Without the sub-pixel shift the mirror is off by (stride - 1) input pixels: the shift is what fixes it.
+    unshifted = torch.from_numpy(heatmaps).flip(-1)[COCO17.flip_index]
+    assert np.abs(decode(unshifted)[:, 0] - points[:, 0]).mean() > 2.0

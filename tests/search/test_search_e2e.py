@@ -6,7 +6,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, SearchCLI
 
 pytestmark = pytest.mark.e2e
 
@@ -17,15 +17,11 @@ EXPECTED_METRICS = ("val/AP", "val/AP50", "val/AP75", "val/AR", "val_occ/AP", "v
 @pytest.fixture(scope="module")
 def smoke_search(tmp_path_factory, dataset_cache):
     work = tmp_path_factory.mktemp("search")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OCCPOSE_CACHE": str(dataset_cache)}
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "lja", "--smoke", "--num-samples", "2",
-         "--epochs", "1", "--storage-path", str(work / "ray"), "--experiment", "e2e-smoke"],
-        capture_output=True, text=True, timeout=900, cwd=work, env=env,
-    )
+    search = SearchCLI(work, dataset_cache)
+    result = search.run("--space", "lja", "--smoke", "--num-samples", "2", "--epochs", "1", "--storage-path",
+                        work / "ray", "--experiment", "e2e-smoke", timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result, MlflowClient(uri), work
+    return result, MlflowClient(search.tracking_uri), work
 
 
 def test_parent_run_with_two_nested_child_runs(smoke_search):
@@ -74,18 +70,13 @@ def test_cli_prints_best_trial_and_the_mlflow_ui_command(smoke_search):
     assert f"mlflow ui --backend-store-uri sqlite:///{work / 'mlflow.db'}" in result.stdout
 
 
-def test_search_on_a_real_dataset_layout_with_detector_boxes(real_layouts, shared_data, tmp_path):
+def test_search_on_a_real_dataset_layout_with_detector_boxes(real_layouts, shared_data, tmp_path, search_cli):
     """COCO in its official layout, evaluated on detector boxes: the default metric is AP on occluded joints."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "lja", "--smoke", "--num-samples", "1",
-         "--dataset", "coco", "--data-root", str(real_layouts / "coco"),
-         "--det-file", str(shared_data / "coco/test_coco_det_AP_H_56.json"),
-         "--storage-path", str(tmp_path / "ray"), "--experiment", "e2e-coco"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-    )
+    result = search_cli.run("--space", "lja", "--smoke", "--num-samples", "1", "--dataset", "coco", "--data-root",
+                            real_layouts / "coco", "--det-file", shared_data / "coco/test_coco_det_AP_H_56.json",
+                            "--storage-path", tmp_path / "ray", "--experiment", "e2e-coco")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    client = MlflowClient(uri)
+    client = MlflowClient(search_cli.tracking_uri)
     experiment = client.get_experiment_by_name("e2e-coco")
     parent, = client.search_runs([experiment.experiment_id], "tags.space = 'lja'")
     assert parent.data.params["metric"] == "val/O/AP" and parent.data.params["dataset"] == "coco"
@@ -98,22 +89,17 @@ def test_search_on_a_real_dataset_layout_with_detector_boxes(real_layouts, share
     assert '"val/O/AP"' in result.stdout
 
 
-def test_oasnet_grid_fifo_multi_objective_and_optuna_storage(tmp_path, dataset_cache):
+def test_oasnet_grid_fifo_multi_objective_and_optuna_storage(tmp_path, search_cli):
     """The OASNet space (siamese training under Ray Train) walked by --searcher grid (mimic x detach) with FIFO
     scheduling; --multi-objective ends with the Pareto front; the Optuna study lives in optuna.db beside the MLflow
     sqlite store, one trial per Tune trial, both objectives recorded."""
     import optuna
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "oasnet", "--smoke", "--searcher", "grid",
-         "--scheduler", "fifo", "--multi-objective", "--num-samples", "2", "--storage-path", str(tmp_path / "ray"),
-         "--experiment", "e2e-grid"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "OCCPOSE_CACHE": str(dataset_cache)},
-    )
+    result = search_cli.run("--space", "oasnet", "--smoke", "--searcher", "grid", "--scheduler", "fifo",
+                            "--multi-objective", "--num-samples", "2", "--storage-path", tmp_path / "ray",
+                            "--experiment", "e2e-grid")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    client = MlflowClient(uri)
+    client = MlflowClient(search_cli.tracking_uri)
     experiment = client.get_experiment_by_name("e2e-grid")
     children = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
     assert len(children) == 2

@@ -1,91 +1,91 @@
-"""The model zoo, the Ke et al. structure-aware loss, OASNet and its mimic losses (Sinkhorn against an exact LP).
-
-Model tests iterate the registry (trainables.models.list_models(), as timm's tests do): a newly registered model is
-tested without editing this file."""
-import json
-import subprocess
-import sys
+"""The losses (trainables/losses.py and OASNet's in trainables/oasnet.py): the dynamic structure loss and its lambda
+schedules, the Ke et al. structure-aware loss, the mimic losses (Sinkhorn against an exact LP) and OASNet's loss."""
+import math
 
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import linprog
 
-from conftest import REPO_ROOT
 from datasets.skeletons import COCO17
-from trainables.losses import MIMIC_LOSSES, MimicLoss, StructureAwareLoss, keypoint_mse, sinkhorn_cost
-from trainables.models import create_model, default_input, list_models
+from trainables.losses import (MIMIC_LOSSES, DynamicStructureLoss, LossConfig, MimicLoss, StructureAwareLoss,
+                               keypoint_mse, sinkhorn_cost, structure_matrix)
+from trainables.models import create_model
 from trainables.oasnet import OASNet, OASNetLoss
 
-PUBLISHED_PARAMS_M = {"simplebaseline_r50": 34.0, "simplebaseline_r152": 68.6, "hrnet_w32": 28.5, "hrnet_w48": 63.6}
+
+def test_structure_matrix_follows_the_two_limb_chains():
+    m = structure_matrix(COCO17.limb_chains, 17)
+    assert m.shape == (12, 17)
+    # left elbow (7) sums itself with left wrist (9) and left shoulder (5)
+    assert torch.nonzero(m[1]).flatten().tolist() == [5, 7, 9]
+    # left shoulder (5) links to the right shoulder (6) across the chain
+    assert torch.nonzero(m[2]).flatten().tolist() == [5, 6, 7]
+    # chain ends have one neighbour: left ankle (15) with left knee (13)
+    assert torch.nonzero(m[6]).flatten().tolist() == [13, 15]
+    assert m[:, :5].sum() == 0  # face points are not in any chain
 
 
-@pytest.fixture(scope="module")
-def table():
-    """`python -m trainables.models --list --json`: {name: {"params_m", "gflops", "input"}}."""
-    proc = subprocess.run([sys.executable, "-m", "trainables.models", "--list", "--json"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout)
+def test_dsl_equals_mse_when_lambda_is_zero():
+    torch.manual_seed(0)
+    pred, target = torch.rand(4, 17, 24, 16), torch.rand(4, 17, 24, 16)
+    weight = (torch.rand(4, 17) > 0.3).float()
+    loss_fn = DynamicStructureLoss(COCO17.limb_chains, 17, LossConfig(schedule="constant", lambda_max=0.0))
+    loss, parts = loss_fn(pred, target, weight, progress=0.7)
+    assert torch.allclose(loss, keypoint_mse(pred, target, weight))
+    assert parts["loss_limb"] > 0
 
 
-def test_model_list_json_and_published_parameter_counts(table):
-    assert set(table) == set(list_models()) >= {"simplebaseline_r18", "simplebaseline_r101", "vitpose_b",
-                                                *PUBLISHED_PARAMS_M}
-    for name, published in PUBLISHED_PARAMS_M.items():
-        assert abs(table[name]["params_m"] / published - 1) < 0.02, (name, table[name])
-    assert 86 < table["vitpose_b"]["params_m"] < 92  # ViT-B/16 backbone (~86 M) plus the classic decoder
-    assert table["simplebaseline_r50"]["input"] == [256, 192]
-    assert 5.0 < table["simplebaseline_r50"]["gflops"] < 6.0  # the published 5.4 (multiply-adds)
-    assert table["hrnet_w32"]["gflops"] < table["hrnet_w48"]["gflops"]
-    for name, row in table.items():  # the table describes every model at its default input
-        assert row["input"] == list(default_input(name)) and row["params_m"] > 0 and row["gflops"] > 0, name
+def test_dsl_adds_lambda_times_limb_loss():
+    torch.manual_seed(1)
+    pred, target = torch.rand(2, 17, 8, 6), torch.rand(2, 17, 8, 6)
+    weight = torch.ones(2, 17)
+    loss_fn = DynamicStructureLoss(COCO17.limb_chains, 17, LossConfig(schedule="constant", lambda_max=0.5))
+    loss, parts = loss_fn(pred, target, weight, progress=0.0)
+    assert math.isclose(loss.item(), parts["loss_mse"] + 0.5 * parts["loss_limb"], rel_tol=1e-6)
+    # limb loss by hand for one structure map: left elbow + left wrist + left shoulder
+    s_pred = pred[:, [5, 7, 9]].sum(1)
+    s_true = target[:, [5, 7, 9]].sum(1)
+    matrix = structure_matrix(COCO17.limb_chains, 17)
+    maps = torch.einsum("sk,nkhw->nshw", matrix, pred - target)
+    assert torch.allclose(maps[:, 1], s_pred - s_true)
+    assert math.isclose(parts["loss_limb"], (maps**2).mean().item(), rel_tol=1e-6)
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_output_shape_and_gradients_reach_every_parameter(name, table):
-    # stochastic depth off (models without it ignore the argument): a dropped block legitimately gets no gradient
-    model = create_model(name, 17, drop_path_rate=0.0)
-    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 3) == table[name]["params_m"]
-    h, w = default_input(name)
-    out = model(torch.randn(2, 3, h, w))
-    assert out.shape == (2, 17, h // 4, w // 4)
-    out.square().mean().backward()
-    silent = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
-    assert not silent, silent[:5]
+def test_dsl_is_zero_for_a_perfect_prediction():
+    target = torch.rand(2, 17, 8, 6)
+    loss, _ = DynamicStructureLoss(COCO17.limb_chains, 17, LossConfig(schedule="constant"))(
+        target, target, torch.ones(2, 17), 0.3)
+    assert loss.item() == 0.0
 
 
-def test_default_input_is_the_coco_input_and_models_import_nothing_from_datasets():
-    """Registered MLflow models carry only the trainables package: unpickling one must not need `datasets`."""
-    from datasets import meta
-    from trainables.models import DEFAULT_INPUT_HW
-
-    assert DEFAULT_INPUT_HW == meta.get("coco").input_hw
-    code = ("import sys, trainables.models, trainables.oasnet; "
-            "sys.exit(any(m == 'datasets' or m.startswith('datasets.') for m in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, timeout=300).returncode == 0
-
-
-@pytest.mark.parametrize("name", list_models())
-def test_output_shape_with_another_keypoint_count(name):
-    h, w = default_input(name)
-    with torch.no_grad():
-        assert create_model(name, 16).eval()(torch.zeros(1, 3, h, w)).shape == (1, 16, h // 4, w // 4)
-
-
-def test_vitpose_simple_decoder():
-    model = create_model("vitpose_b", 14, decoder="simple")
-    assert model(torch.randn(1, 3, 256, 192)).shape == (1, 14, 64, 48)
+@pytest.mark.parametrize(
+    "schedule, t, expected",
+    [
+        (LossConfig(schedule="constant", lambda_max=2.0), 0.0, 2.0),
+        (LossConfig(schedule="constant", lambda_max=2.0), 1.0, 2.0),
+        (LossConfig(schedule="step", lambda_max=1.5, step_at=0.5), 0.49, 0.0),
+        (LossConfig(schedule="step", lambda_max=1.5, step_at=0.5), 0.5, 1.5),
+        (LossConfig(schedule="linear", lambda_max=1.0, ramp_until=0.5), 0.25, 0.5),
+        (LossConfig(schedule="linear", lambda_max=1.0, ramp_until=0.5), 0.9, 1.0),
+        (LossConfig(schedule="exponential", lambda_max=1.0, exp_rate=5.0), 0.0, 0.0),
+        (LossConfig(schedule="exponential", lambda_max=1.0, exp_rate=5.0), 1.0, 1.0),
+        (LossConfig(schedule="exponential", lambda_max=1.0, exp_rate=5.0), 0.2,
+         (1 - math.exp(-1)) / (1 - math.exp(-5))),
+    ],
+)
+def test_schedule_values(schedule, t, expected):
+    assert math.isclose(schedule.lambda_at(t), expected, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def test_local_pretrained_backbone_file(tmp_path):
-    donor = create_model("simplebaseline_r18", 17)
-    torch.save(donor.backbone.state_dict(), tmp_path / "r18.pt")
-    model = create_model("simplebaseline_r18", 17, pretrained=str(tmp_path / "r18.pt"))
-    for a, b in zip(model.backbone.state_dict().values(), donor.backbone.state_dict().values()):
-        assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="no such file"):
-        create_model("simplebaseline_r18", 17, pretrained=str(tmp_path / "missing.pt"))
+def test_schedule_at_chosen_epochs_of_a_ten_epoch_run():
+    schedule = LossConfig(schedule="step", lambda_max=1.0, step_at=0.3)
+    assert [schedule.lambda_at(epoch / 10) for epoch in range(10)] == [0, 0, 0] + [1.0] * 7
+
+
+def test_unknown_schedule_is_rejected_by_name():
+    with pytest.raises(ValueError, match="loss.schedule"):
+        LossConfig(schedule="cosine")
 
 
 def test_structure_aware_loss_is_mse_at_alpha_zero_and_adds_neighbours():

@@ -1,35 +1,25 @@
 """The search on a real multi-node Ray cluster built on this machine (ray.cluster_utils.Cluster: a head and two
 worker nodes of one CPU each, a head without CPUs): trials spread over the nodes, checkpoints go through the shared --storage-path, and a
 worker node removed mid-trial sends its trial elsewhere, continuing from its checkpoint."""
-import os
 import re
-import subprocess
-import sys
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT
-
 pytestmark = pytest.mark.e2e
 
 
-def test_trials_spread_and_survive_a_removed_node(tmp_path, dataset_cache):
+def test_trials_spread_and_survive_a_removed_node(tmp_path, search_cli):
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # trials run on the worker nodes
     try:
         workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
         cluster.wait_for_nodes()
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OCCPOSE_CACHE": str(dataset_cache),
-               "PYTHONUNBUFFERED": "1"}
-        search = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "lja", "--smoke", "--num-samples", "2",
-             "--epochs", "3", "--scheduler", "fifo", "--max-concurrent", "2", "--address", cluster.address,
-             "--storage-path", str(tmp_path / "shared"), "--experiment", "multinode"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+        uri = search_cli.tracking_uri
+        search = search_cli.start("--space", "lja", "--smoke", "--num-samples", "2", "--epochs", "3", "--scheduler",
+                                  "fifo", "--max-concurrent", "2", "--address", cluster.address, "--storage-path",
+                                  tmp_path / "shared", "--experiment", "multinode")
         lines = []
         try:
             # Wait for a trial's epoch from a worker node (the progress line names the node), then take that node

@@ -3,14 +3,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, SearchCLI
 
 pytestmark = pytest.mark.e2e
 MLFLOW = str(REPO_ROOT / ".venv" / "bin" / "mlflow") if (REPO_ROOT / ".venv" / "bin" / "mlflow").exists() else "mlflow"
@@ -47,12 +46,10 @@ def test_search_survives_a_tracking_server_outage(tmp_path, dataset_cache):
     port = free_port()
     server = start_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OCCPOSE_CACHE": str(dataset_cache), "PYTHONUNBUFFERED": "1"}
-    search = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "lja", "--smoke", "--num-samples", "2",
-         "--epochs", "3", "--max-concurrent", "1", "--scheduler", "fifo", "--storage-path", str(tmp_path / "ray"),
-         "--experiment", "outage", "--optuna-storage", f"sqlite:///{tmp_path / 'optuna.db'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+    search = SearchCLI(tmp_path, dataset_cache, tracking_uri=uri).start(
+        "--space", "lja", "--smoke", "--num-samples", "2", "--epochs", "3", "--max-concurrent", "1", "--scheduler",
+        "fifo", "--storage-path", tmp_path / "ray", "--experiment", "outage", "--optuna-storage",
+        f"sqlite:///{tmp_path / 'optuna.db'}")
     lines = []
     try:
         while "] epoch 1:" not in (lines[-1] if lines else ""):

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import REPO_ROOT
 from datasets.skeletons import COCO17
 from datasets.synthetic import (
     BACKGROUND_ID, FLAT_BACKGROUND, FLAT_OCCLUDER, MIN_BOX_HEIGHT, MIN_LABELLED, OCCLUDER_ID,
@@ -358,7 +359,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("OCCPOSE_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path
     monkeypatch.delenv("OCCPOSE_CACHE")
-    assert default_cache_dir() == Path(__file__).resolve().parent.parent / ".cache"
+    assert default_cache_dir() == REPO_ROOT / ".cache"
 
 
 def test_spec_key_is_stable_and_sensitive():

@@ -2,9 +2,6 @@
 import json
 import logging
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +9,6 @@ from datasets.layouts import resolve
 from trainables.config import TrialConfig
 from trainables.runtime import LocalReporter
 from trainables.train import fit
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def trial_config(layout, **overrides) -> TrialConfig:
@@ -81,38 +76,6 @@ def test_unreadable_images_are_skipped_counted_and_reported(shared_data, tmp_pat
     assert [m["data/skipped_samples"] for m in reporter.history] == [broken, broken]  # each sample counted once
     assert reporter.history[-1]["val/skipped_samples"] == broken
     assert "000000196141.jpg" in caplog.text and "training samples skipped" in caplog.text
-
-
-def run_search(*args, cwd=REPO_ROOT):
-    return subprocess.run([sys.executable, "search/run.py", "--space", "lja", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_search_needs_a_data_root_for_real_datasets(tmp_path):
-    proc = run_search("--dataset", "coco", "--storage-path", tmp_path)
-    assert proc.returncode == 2 and "--data-root" in proc.stderr
-
-
-def test_search_names_the_missing_layout_file_before_writing_anything(tmp_path):
-    (tmp_path / "coco" / "annotations").mkdir(parents=True)
-    proc = run_search("--dataset", "coco", "--data-root", tmp_path / "coco", "--storage-path", tmp_path / "runs",
-                      "--experiment", "x")
-    assert proc.returncode == 2
-    assert "person_keypoints_train2017.json" in proc.stderr and "expected layout" in proc.stderr
-    assert not (tmp_path / "runs").exists()
-
-
-def test_search_rejects_a_malformed_annotation_naming_it(shared_data, fresh_layouts, tmp_path):
-    root = fresh_layouts / "coco"
-    data = json.loads((shared_data / "coco/test_coco.json").read_text())
-    data["annotations"][0]["bbox"] = [1, 2, -3, 4]
-    val = root / "annotations" / "person_keypoints_val2017.json"
-    val.unlink()
-    val.write_text(json.dumps(data))
-    proc = run_search("--dataset", "coco", "--data-root", root, "--storage-path", tmp_path / "runs")
-    assert proc.returncode == 2
-    assert str(val) in proc.stderr and f"annotation {data['annotations'][0]['id']}" in proc.stderr \
-        and "'bbox'" in proc.stderr
 
 
 def test_trial_trains_with_occluders_and_a_targeted_augmentation(real_layouts, tmp_path):

@@ -1,15 +1,11 @@
 """A Ray Train worker SIGKILLed mid-epoch: the trial restarts from its last checkpoint and completes."""
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
-from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -39,13 +35,10 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def test_killed_train_worker_restarts_from_its_checkpoint(tmp_path, dataset_cache):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OCCPOSE_CACHE": str(dataset_cache), "PYTHONUNBUFFERED": "1"}
-    search = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "lja", "--smoke", "--num-samples", "1",
-         "--epochs", "4", "--scheduler", "fifo", "--storage-path", str(tmp_path / "ray"), "--experiment", "killed"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+def test_killed_train_worker_restarts_from_its_checkpoint(tmp_path, search_cli):
+    uri = search_cli.tracking_uri
+    search = search_cli.start("--space", "lja", "--smoke", "--num-samples", "1", "--epochs", "4", "--scheduler",
+                              "fifo", "--storage-path", tmp_path / "ray", "--experiment", "killed")
     lines = []
     try:
         while not any("] epoch 1:" in line for line in lines[-1:]):

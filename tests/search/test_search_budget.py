@@ -1,26 +1,15 @@
 """--time-budget: when it runs out, running trials are stopped, their runs closed, and the search ends normally."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT
-
 pytestmark = pytest.mark.e2e
 
 
-def test_time_budget_ends_the_search_and_closes_the_stopped_trials(tmp_path, dataset_cache):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "OCCPOSE_CACHE": str(dataset_cache)}
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "lja", "--smoke", "--num-samples", "4",
-         "--epochs", "50", "--max-concurrent", "1", "--time-budget", "0.6", "--storage-path", str(tmp_path / "ray"),
-         "--experiment", "budget"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
-    )
+def test_time_budget_ends_the_search_and_closes_the_stopped_trials(tmp_path, search_cli):
+    result = search_cli.run("--space", "lja", "--smoke", "--num-samples", "4", "--epochs", "50", "--max-concurrent",
+                            "1", "--time-budget", "0.6", "--storage-path", tmp_path / "ray", "--experiment", "budget")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout[result.stdout.index("{\n"):result.stdout.index("\n}\n") + 2])
     assert summary["ended_by"] == "time budget"

@@ -1,13 +1,15 @@
-"""The top-down training pipeline on real COCO crops: flip with flip pairs, half-body, photometric jitter, flip-test."""
+"""The top-down training pipeline (datasets/topdown/: geometry, augment, dataset) on real COCO crops: the box-to-crop
+affine, flip with flip pairs, half-body, photometric jitter."""
 import numpy as np
 import pytest
 import torch
 
 from datasets.annotations import load_records
-from datasets.topdown.codec import HeatmapCodec, unflip_heatmaps
 from datasets.skeletons import COCO17, CROWDPOSE14, MPII16
 from datasets.topdown.augment import Augment
+from datasets.topdown.codec import HeatmapCodec
 from datasets.topdown.dataset import TopDownDataset
+from datasets.topdown.geometry import CropGeometry, affine_matrix, box_to_crop, transform_points
 
 CODEC = HeatmapCodec((256, 192))
 STILL = dict(scale_factor=0.0, rotation_p=0.0, flip_p=0.5)  # no random scale or rotation; a flip coin
@@ -58,20 +60,6 @@ def test_flip_is_a_coin_with_probability_p(records):
     assert 160 < flips < 240
 
 
-def test_unflip_heatmaps_restores_the_unmirrored_prediction():
-    rng = np.random.default_rng(0)
-    width = CODEC.input_hw[1]
-    points = rng.uniform([32, 32], [width - 32, CODEC.input_hw[0] - 32], size=(17, 2))  # clear of DARK's edge blur
-    mirrored = points[COCO17.flip_index].copy()
-    mirrored[:, 0] = width - 1 - mirrored[:, 0]
-    heatmaps, _ = CODEC.encode(mirrored, np.ones(17))
-    restored = unflip_heatmaps(torch.from_numpy(heatmaps)[None], COCO17.flip_index, CODEC.stride)[0]
-    np.testing.assert_allclose(decode(restored), points, atol=0.15)
-    # Without the sub-pixel shift the mirror is off by (stride - 1) input pixels: the shift is what fixes it.
-    unshifted = torch.from_numpy(heatmaps).flip(-1)[COCO17.flip_index]
-    assert np.abs(decode(unshifted)[:, 0] - points[:, 0]).mean() > 2.0
-
-
 def test_half_body_crops_the_upper_or_lower_joints(records):
     person = max(records, key=lambda r: (r.keypoints[:, 2] > 0).sum())
     ds = dataset([person] * 40, half_body_p=1.0)
@@ -94,3 +82,22 @@ def test_photometric_jitter_is_deterministic_and_leaves_targets_alone(records):
     assert torch.equal(a["heatmaps"], plain[2]["heatmaps"])
     jittered.set_epoch(1)
     assert not torch.equal(jittered[2]["image"], a["image"])
+
+
+def test_box_to_crop_fixes_aspect_ratio_and_pads():
+    geom = box_to_crop((10, 20, 30, 90), (96, 64), padding=1.25)
+    np.testing.assert_allclose(geom.center, [25, 65])
+    np.testing.assert_allclose(geom.size, [60 * 1.25, 90 * 1.25])  # widened to 64/96 of the height
+
+
+def test_affine_maps_box_centre_to_crop_centre_and_inverts():
+    geom = CropGeometry(np.array([100.0, 50.0]), np.array([80.0, 120.0]), rotation=25.0)
+    forward = affine_matrix(geom, (96, 64))
+    backward = affine_matrix(geom, (96, 64), inverse=True)
+    np.testing.assert_allclose(transform_points(np.array([[100.0, 50.0]]), forward), [[32.0, 48.0]], atol=1e-4)
+    pts = np.random.default_rng(1).uniform(0, 200, (20, 2))
+    np.testing.assert_allclose(transform_points(transform_points(pts, forward), backward), pts, atol=1e-3)
+    # scale: 80 source pixels across become 64 crop pixels
+    a, b = transform_points(np.array([[60.0, 50.0], [140.0, 50.0]]), affine_matrix(
+        CropGeometry(np.array([100.0, 50.0]), np.array([80.0, 120.0])), (96, 64)))
+    np.testing.assert_allclose(b - a, [64.0, 0.0], atol=1e-4)

@@ -1,48 +1,26 @@
 """Ctrl-C then --resume: state on disk, MLflow runs reattached (never duplicated), epochs continue."""
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT
+from conftest import wait_for_line
 
 pytestmark = pytest.mark.e2e
 
 
-def search(work, dataset_cache, *extra):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "OCCPOSE_CACHE": str(dataset_cache),
-           "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--space", "lja", "--smoke",
-         "--storage-path", str(work / "ray"), "--experiment", "interrupted", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work, env=env,
-    )
+def search(search_cli, *extra):
+    return search_cli.start("--space", "lja", "--smoke", "--storage-path", search_cli.work / "ray", "--experiment",
+                            "interrupted", *extra)
 
 
-def wait_for_line(proc, needle: str, timeout: float) -> list[str]:
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
-            return seen
-    proc.kill()
-    raise AssertionError(f"{needle!r} not seen; output tail:\n{''.join(seen[-40:])}")
-
-
-def test_ctrl_c_and_sigkill_then_resume_log_each_trial_once(tmp_path, dataset_cache):
+def test_ctrl_c_and_sigkill_then_resume_log_each_trial_once(tmp_path, search_cli):
     """Ctrl-C after the first epoch (exit 130, state on disk, parent KILLED); --resume, SIGKILLed at a random later
     epoch; --resume again: exactly --num-samples child runs under one parent, each with its full epoch count logged
     once, no repeated trial_id. A further --resume of the finished search is a no-op."""
     import random
 
-    proc = search(tmp_path, dataset_cache, "--num-samples", "2", "--epochs", "3", "--max-concurrent", "1",
+    proc = search(search_cli, "--num-samples", "2", "--epochs", "3", "--max-concurrent", "1",
                   "--scheduler", "fifo")
     wait_for_line(proc, "] epoch 1:", timeout=600)
     proc.send_signal(signal.SIGINT)
@@ -57,13 +35,13 @@ def test_ctrl_c_and_sigkill_then_resume_log_each_trial_once(tmp_path, dataset_ca
 
     seed = random.randrange(10**6)
     kill_after = random.Random(seed).randint(1, 3)  # epoch lines the resumed search prints before the kill
-    proc = search(tmp_path, dataset_cache, "--resume")
+    proc = search(search_cli, "--resume")
     for _ in range(kill_after):
         wait_for_line(proc, "] epoch ", timeout=600)
     proc.kill()  # SIGKILL: no handler runs, nothing is closed
     proc.wait(timeout=60)
 
-    resumed = search(tmp_path, dataset_cache, "--resume")
+    resumed = search(search_cli, "--resume")
     output, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, f"kill after {kill_after} epochs (seed {seed})\n" + output[-4000:]
 
@@ -82,7 +60,7 @@ def test_ctrl_c_and_sigkill_then_resume_log_each_trial_once(tmp_path, dataset_ca
         assert steps == [1, 2, 3], (steps, kill_after, seed)
 
     before = snapshot()
-    again = search(tmp_path, dataset_cache, "--resume")
+    again = search(search_cli, "--resume")
     output, _ = again.communicate(timeout=300)
     assert again.returncode == 0 and "already finished" in output, output[-2000:]
     assert snapshot() == before
