@@ -98,11 +98,13 @@ def short_trial_name(trial) -> str:
 
 
 def make_searcher(args, space):
-    """OptunaSearch with the chosen sampler, its study persisted in --optuna-storage under the experiment's name."""
+    """OptunaSearch with the chosen sampler, its study persisted in --optuna-storage under the experiment's name;
+    every end of a trial reaches the study (search/study.py)."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
-    storage = optuna.storages.RDBStorage(args.optuna_storage)
+    from search.study import RecordingOptunaSearch, study_storage
+
+    storage = study_storage(args.optuna_storage)
     if args.searcher == "grid":
         sampler, define, points = optuna.samplers.GridSampler(space.grid, seed=args.seed), space.grid_define(), None
     else:
@@ -110,7 +112,7 @@ def make_searcher(args, space):
             else optuna.samplers.TPESampler(seed=args.seed)
         define, points = space.define, list(space.paper_points)
     metric, mode = ([args.clean_metric, args.metric], ["max", "max"]) if args.multi_objective else (args.metric, "max")
-    return OptunaSearch(define, metric=metric, mode=mode, sampler=sampler, study_name=args.experiment,
+    return RecordingOptunaSearch(define, metric=metric, mode=mode, sampler=sampler, study_name=args.experiment,
                         storage=storage, points_to_evaluate=points)
 
 
