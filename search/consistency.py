@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.stores import experiment_dir, run_registry_path, tracking_uri
+from search.stores import experiment_dir, open_tracking_store, run_registry_path, tracking_uri
 
 UNFINISHED_TUNE = ("RUNNING", "PENDING", "PAUSED")
 
@@ -85,7 +85,7 @@ def check(experiment: str, storage_path: str, uri: str | None = None) -> tuple[i
     if "://" not in where and not Path(where).is_dir():
         raise UnknownExperiment(f"no experiment {experiment!r} in {storage_path}")
     registry = RunRegistry(registry_path).read()
-    client = MlflowClient(uri or tracking_uri())
+    client = MlflowClient(open_tracking_store(uri or tracking_uri()))
     settings = settings_of(registry, client, experiment)
     metric = settings.get("metric")
     metrics = [settings["clean_metric"], metric] if settings.get("multi_objective") else [metric]
