@@ -23,7 +23,7 @@ def run(work, dataset_cache, *args, timeout=900):
 
 def test_budget_stopped_search_keeps_its_books_and_check_lists_a_disagreement(tmp_path, dataset_cache):
     result = run(tmp_path, dataset_cache, "--space", "lja", "--smoke", "--num-samples", "6", "--epochs", "2",
-                 "--max-concurrent", "1", "--time-budget", "1.2")
+                 "--max-concurrent", "1", "--time-budget", "2.5")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert CLEAN in result.stdout
 
