@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from search.stores import REPORTS_DIR, tracking_uri
+from search.stores import REPORTS_DIR, open_tracking_store, tracking_uri
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +131,7 @@ def build_report(args) -> dict:
     # mlflow.pytorch uses the default client: point it at the same store.
     os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = MlflowClient(args.tracking_uri)
+    client = MlflowClient(open_tracking_store(args.tracking_uri))
     search = load_search(client, args.experiment)
     if not search.scored():
         raise ValueError(f"experiment {args.experiment!r}: no trial has logged {search.metric} yet")

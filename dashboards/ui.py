@@ -24,7 +24,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from search.stores import MLFLOW_UI_PORT, OPTUNA_UI_PORT, mlflow_ui_args, optuna_ui_args, tracking_uri
+from search.stores import (MLFLOW_UI_PORT, OPTUNA_UI_PORT, mlflow_ui_args, open_tracking_store, optuna_ui_args,
+                           tracking_uri)
 from search.stores import UI_HOST as HOST
 # optuna.db beside a sqlite MLflow store, where search/run.py puts the study by default, if it is there.
 from search.stores import existing_optuna_storage as default_optuna_storage
@@ -88,7 +89,9 @@ def stop_server(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
 
 
 def start_mlflow_ui(uri: str, port: int, log_path: Path, workers: int = 1, timeout_s: float = 120.0):
-    """The MLflow UI on http://127.0.0.1:port, running and answering; end it with stop_server."""
+    """The MLflow UI on http://127.0.0.1:port, running and answering; end it with stop_server. The store is
+    created first, once, under the lock a search takes too (search/stores.py)."""
+    open_tracking_store(uri)
     return start_server(ui_command(uri, port, workers), f"http://{HOST}:{port}/health", log_path, timeout_s,
                         env=ui_env())
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from datasets.meta import DATASETS
 from search.spaces import ALIASES, SPACES, canonical
 from search.stores import DEFAULT_STORAGE_PATH, default_optuna_storage, experiment_dir, run_registry_path
-from search.tuner import record_settings, restore_settings, run_search, search_finished
+from search.tuner import record_settings, restore_settings, resume_conflicts, run_search, search_finished
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Ray Train and are logged to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--space", required=True, type=canonical, choices=sorted(SPACES),
+    p.add_argument("--space", type=canonical, choices=sorted(SPACES),
                    help="which search space to explore (" + ", ".join(f"{old}: the old name of {new}"
                                                                 for old, new in ALIASES.items()) + ")")
     p.add_argument("--dataset", default="synthetic", choices=sorted(DATASETS),
@@ -110,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where Tune and Train keep experiment state and checkpoints")
     p.add_argument("--experiment", help="experiment name (MLflow experiment and Tune run); default: "
                    "<space>-<timestamp>, or the name to continue with --resume")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted --experiment")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted --experiment with the settings "
+                   "it was started with (a flag given with another value is refused)")
+    p.add_argument("--check", action="store_true", help="compare the --experiment's trials in Tune's state, the "
+                   "Optuna study and MLflow, print those they disagree on (exit 1; 0 when they agree) and exit")
     p.add_argument("--smoke", action="store_true", help="shrink data, model and budget to run in ~1 minute")
     p.add_argument("--seed", type=int, default=0, help="seed of the dataset, the searcher and the trials")
     p.add_argument("--model", help="model of every trial (python -m trainables.models --list); default "
@@ -127,9 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def explicit_flags(argv=None) -> dict:
+    """{dest: value} of the flags given on the command line; argparse's defaults are not among them."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.explicit = explicit_flags(argv)
+    if args.check:
+        if not args.experiment:
+            parser.error("--check needs --experiment NAME")
+        if "://" not in args.storage_path:
+            args.storage_path = str(Path(args.storage_path).resolve())
+        return args
+    if args.space is None:
+        parser.error("the following arguments are required: --space")
     if args.resume and not args.experiment:
         parser.error("--resume needs --experiment NAME (the name printed when the search started)")
     budget = choose_budget(args.smoke, args.dataset)
@@ -238,8 +258,35 @@ def base_trial_config(args, data: dict):
     }).validate()
 
 
+def check_books(args) -> int:
+    """--check: 0 when Tune, Optuna and MLflow agree on every trial, 1 listing those they disagree on, 2 for an
+    unknown experiment (search/consistency.py)."""
+    from search.consistency import UnknownExperiment, report
+
+    try:
+        return 0 if report(args.experiment, args.storage_path) else 1
+    except UnknownExperiment as err:
+        print(f"error: {err}; check --experiment and --storage-path", file=sys.stderr)
+        return 2
+
+
+def refuse_resume_conflicts(args, tracker) -> bool:
+    """Print each flag given on --resume with another value than the search was started with; True if any."""
+    conflicts = resume_conflicts(tracker, args.explicit)
+    flags = {action.dest: action.option_strings[0] for action in build_parser()._actions}
+    for key, given, stored in conflicts:
+        print(f"error: {flags.get(key, key)} {given} conflicts with the value experiment {args.experiment!r} was "
+              f"started with: {stored}", file=sys.stderr)
+    if conflicts:
+        print("--resume continues a search with its own settings; drop these flags (or start another "
+              "--experiment to use them)", file=sys.stderr)
+    return bool(conflicts)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.check:
+        return check_books(args)
     # An unreachable tracking server must fail a request in seconds, not minutes of retries: the trial callback
     # queues what it cannot deliver (search/tracking.py Spool) and retries on its own.
     for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
@@ -264,6 +311,8 @@ def main(argv=None) -> int:
         print(f"error: experiment {args.experiment!r} in {args.storage_path} {problem}", file=sys.stderr)
         return 2
     tracker = SearchTracker(args.experiment, run_registry_path(args.storage_path, args.experiment))
+    if args.resume and refuse_resume_conflicts(args, tracker):
+        return 2
     if args.resume and restore_settings(tracker, args):
         # The search continues as it was started; flags given now cannot change it half-way.
         args.budget = choose_budget(args.smoke, args.dataset)

@@ -1,6 +1,8 @@
 """Where a search keeps things: the one list of store locations, read by search/ and dashboards/ alike.
 
 - MLflow tracking store: MLFLOW_TRACKING_URI, default `sqlite:///mlflow.db` (relative to the working directory).
+- A fresh sqlite store's schema is created once: `open_tracking_store` holds `<db>.lock` (fcntl) around our
+  first open of it and retries while another process (`mlflow ui`, a script) is creating it.
 - MLflow artifacts: `mlartifacts/` beside a sqlite store (MLflow's own default for a sqlite store would be
   `./mlruns`, relative to whichever directory a process runs in); the server's default otherwise.
 - Tune and Ray Train state: `--storage-path` (default `ray_results/` in the checkout), the experiment in
@@ -14,7 +16,11 @@
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +37,54 @@ OPTUNA_UI_PORT = 8080
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def open_tracking_store(uri: str | None = None, wait_s: float = 120.0) -> str:
+    """Open the MLflow store `uri` once, creating or upgrading its schema, and return `uri`. For a sqlite store
+    our processes take turns on a lock file beside it (`<db>.lock`), and a schema another process is creating at
+    the same moment (its alembic migration, e.g. `mlflow ui`) is waited for and retried; the error is raised after
+    `wait_s`. A committed leftover of a migration that died half-way (`_alembic_tmp_*`) is removed before a retry."""
+    from mlflow.tracking import MlflowClient
+
+    uri = uri or tracking_uri()
+    db = Path(uri.removeprefix("sqlite:///")).resolve() if uri.startswith("sqlite:///") else None
+    if db is None:
+        return uri
+    db.parent.mkdir(parents=True, exist_ok=True)
+    deadline, delay = time.monotonic() + wait_s, 0.2
+    with _locked(db.with_name(db.name + ".lock")):
+        while True:
+            try:
+                MlflowClient(uri).search_experiments(max_results=1)
+                return uri
+            except Exception as err:  # noqa: BLE001 - alembic, sqlalchemy and MLflow errors alike
+                if time.monotonic() + delay > deadline:
+                    raise
+                if "_alembic_tmp_" in str(err):
+                    _drop_leftover_migration_tables(db)
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _drop_leftover_migration_tables(db: Path) -> None:
+    """Alembic's batch-migration copies left committed by a process that died: another connection's migration in
+    progress is invisible here (sqlite DDL is transactional), so what is seen is a leftover."""
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
+        names = [row[0] for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_alembic\\_tmp\\_%' ESCAPE '\\'")]
+        for name in names:
+            connection.execute(f'DROP TABLE IF EXISTS "{name}"')
+        connection.commit()
 
 
 def sqlite_dir(uri: str) -> Path | None:

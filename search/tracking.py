@@ -19,7 +19,7 @@ from ray import tune
 from datasets.meta import DATASETS, SPLITS, metric_name
 # Also the pickle path of these two: experiments saved before they moved to search/journal.py unpickle through here.
 from search.journal import RunRegistry, Spool
-from search.stores import BEST_CHECKPOINT, CHECKPOINT_FILES, artifact_location, tracking_uri
+from search.stores import BEST_CHECKPOINT, CHECKPOINT_FILES, artifact_location, open_tracking_store, tracking_uri
 
 LOGGED_EXTRA_METRICS = ("epoch_time_s",)
 STEP_MARKER_METRIC = "epoch_time_s"  # logged with every epoch; its history says which epochs a run has
@@ -64,6 +64,8 @@ class SearchTracker:
     def __init__(self, experiment: str, registry_path: Path, uri: str | None = None, connect: bool = True):
         self.experiment = experiment
         self.uri = uri or tracking_uri()
+        if connect:  # a fresh sqlite store is created once, whoever else opens it (search/stores.py)
+            open_tracking_store(self.uri)
         self.client = MlflowClient(self.uri)
         self._experiment_id = ensure_experiment(self.client, experiment) if connect else None
         self.registry = RunRegistry(registry_path)

@@ -27,6 +27,7 @@ RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_
                     "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "gpu_augment", "max_concurrent",
                     "dataset", "data_root", "train_root", "det_file", "model", "searcher", "scheduler",
                     "multi_objective", "optuna_storage", "clean_metric")
+PATH_SETTINGS = ("data_root", "train_root", "det_file")  # the same file however it is spelled
 
 
 def record_settings(tracker, args) -> None:
@@ -45,6 +46,24 @@ def restore_settings(tracker, args) -> bool:
         setattr(args, key, settings.get(key, getattr(args, key)))
     args.space = canonical(args.space)
     return True
+
+
+def resume_conflicts(tracker, given: dict) -> list[tuple[str, object, object]]:
+    """(setting, value given now, value the search was started with) for each flag given explicitly on `--resume`
+    that differs from the search's recorded settings: a resumed search cannot change them half-way."""
+    stored = tracker.registry.read()["settings"]
+    conflicts = []
+    for key, value in given.items():
+        if key not in RESUMED_SETTINGS or key not in stored:
+            continue
+        before = stored[key]
+        if key == "space":
+            value, before = canonical(value), canonical(before)
+        same = value == before or (key in PATH_SETTINGS and value and before
+                                   and os.path.realpath(value) == os.path.realpath(before))
+        if not same:
+            conflicts.append((key, value, before))
+    return conflicts
 
 
 def search_finished(tracker) -> bool:
@@ -98,11 +117,13 @@ def short_trial_name(trial) -> str:
 
 
 def make_searcher(args, space):
-    """OptunaSearch with the chosen sampler, its study persisted in --optuna-storage under the experiment's name."""
+    """OptunaSearch with the chosen sampler, its study persisted in --optuna-storage under the experiment's name;
+    every end of a trial reaches the study (search/study.py)."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
-    storage = optuna.storages.RDBStorage(args.optuna_storage)
+    from search.study import RecordingOptunaSearch, study_storage
+
+    storage = study_storage(args.optuna_storage)
     if args.searcher == "grid":
         sampler, define, points = optuna.samplers.GridSampler(space.grid, seed=args.seed), space.grid_define(), None
     else:
@@ -110,7 +131,7 @@ def make_searcher(args, space):
             else optuna.samplers.TPESampler(seed=args.seed)
         define, points = space.define, list(space.paper_points)
     metric, mode = ([args.clean_metric, args.metric], ["max", "max"]) if args.multi_objective else (args.metric, "max")
-    return OptunaSearch(define, metric=metric, mode=mode, sampler=sampler, study_name=args.experiment,
+    return RecordingOptunaSearch(define, metric=metric, mode=mode, sampler=sampler, study_name=args.experiment,
                         storage=storage, points_to_evaluate=points)
 
 
@@ -210,6 +231,8 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
         tracker.finish_running_trials(args.metric, stopped_by="time budget")
     ended = tracker.ended_trials()
     complete = len(ended) >= args.num_samples or budget_spent
+    if complete:
+        settle(args, experiment_dir)
     summary = summarize(results, args, time.perf_counter() - started)
     summary["trials_ended"] = len(ended)
     if args.multi_objective:
@@ -223,13 +246,35 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
     print(f"\nMLflow runs: {mlflow_ui_command(tracking_uri())}  (experiment {args.experiment!r})")
     if not complete:
         tracker.mark_unfinished_killed()
+    from search.consistency import report as check_books
+
+    books_agree = check_books(args.experiment, args.storage_path, tracker.uri)
+    if not complete:
         tracker.end_parent("KILLED")
         print(f"search stopped with {len(ended)} of {args.num_samples} trials ended; state is in {experiment_dir}. "
               f"Continue with: python search/run.py --space {args.space} --experiment {args.experiment} "
               f"--storage-path {args.storage_path} --resume", file=sys.stderr)
         return 130
     tracker.end_parent("FINISHED")
+    if not books_agree:
+        print(f"error: the books of {args.experiment} disagree (listed above); `python search/run.py --experiment "
+              f"{args.experiment} --storage-path {args.storage_path} --check` lists them again", file=sys.stderr)
+        return 1
     return 0
+
+
+def settle(args, experiment_dir: str) -> None:
+    """End the study trials a finished search left open (search/study.py settle_study)."""
+    import optuna
+
+    from search.consistency import tune_trials
+    from search.study import settle_study, study_storage, with_retries
+
+    study = with_retries(lambda: optuna.load_study(study_name=args.experiment,
+                                                   storage=study_storage(args.optuna_storage)), "loading the study")
+    metric = [args.clean_metric, args.metric] if args.multi_objective else args.metric
+    for line in settle_study(study, experiment_dir, tune_trials(experiment_dir), metric):
+        print(f"Optuna study: ended {line} (the searcher was not told of its end)", flush=True)
 
 
 def log_mean_pose_baseline(base, tracker, parent: str) -> None:

@@ -45,6 +45,21 @@ def has_state(directory: Path) -> bool:
     return (Path(directory) / STATE_FILE).exists()
 
 
+def config_changes(directory: Path, cfg: TrialConfig) -> dict[str, tuple]:
+    """{setting: (the checkpoint's value, `cfg`'s)} for every setting of the checkpoint in `directory` that `cfg`
+    sets otherwise (a setting one of them lacks counts, its value None)."""
+    saved = json.loads((Path(directory) / CONFIG_FILE).read_text()) if (Path(directory) / CONFIG_FILE).is_file() \
+        else {}
+    now = json.loads(json.dumps(cfg.flat(), default=list))
+    return {key: (saved.get(key), now.get(key)) for key in sorted(set(saved) | set(now))
+            if saved.get(key) != now.get(key)}
+
+
+def saved_epochs(directory: Path) -> int:
+    """Epochs the checkpoint in `directory` has completed."""
+    return int(torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
 def load_checkpoint(checkpoint: Path):
     """(model in eval mode on the CPU, its TrialConfig) from a trial checkpoint directory (model.pt +
     trial_config.json, what every trial saves). ValueError when either file is missing."""

@@ -1,6 +1,8 @@
 """Train one trial without Ray, for debugging: `python -m trainables.worker --set optim.epochs=2 lja.p=0.5`.
 
-With no data.train_ann the trial trains on the embedded synthetic dataset. The trainer itself is
+With no data.train_ann the trial trains on the embedded synthetic dataset. An --out holding a checkpoint is
+continued only with --resume, and then only with the settings it was trained with (optim.epochs and runtime.* may
+change); otherwise the run is refused naming the settings that differ (exit 2). The trainer itself is
 trainables/train.py (`fit`); checkpoints are trainables/checkpoint.py; the local and Ray Train contexts
 trainables/runtime.py.
 """
@@ -8,16 +10,41 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
+from trainables import checkpoint
 from trainables.config import TrialConfig
 from trainables.runtime import LocalReporter
 from trainables.train import fit
 
 
-def main(argv=None) -> None:
+# What a resumed run may set otherwise than its checkpoint: how long it trains and where it runs.
+RESUMABLE_CHANGES = ("optim.epochs", "runtime.")
+
+
+def reuse_refusal(out: Path, cfg: TrialConfig, resume: bool) -> str | None:
+    """Why the trial `cfg` must not run in `out` (None when it may): a checkpoint there is continued only when
+    asked to (--resume) and only with its own settings, apart from RESUMABLE_CHANGES."""
+    if not checkpoint.has_state(out):
+        return f"--resume: {out} holds no checkpoint to continue" if resume else None
+    changes = checkpoint.config_changes(out, cfg)
+    if resume:
+        changes = {k: v for k, v in changes.items() if not k.startswith(RESUMABLE_CHANGES)}
+    if not resume or changes:
+        listed = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changes.items())
+        what = f"a checkpoint of other settings ({listed})" if changes else \
+            f"the checkpoint of this trial after epoch {checkpoint.saved_epochs(out)}"
+        advice = "choose another --out" if resume else "pass --resume to continue it or choose another --out"
+        return f"--out {out} holds {what}; {advice}"
+    return None
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train one trial without Ray (for debugging).")
     parser.add_argument("--out", type=Path, default=Path(".cache/local-trial"))
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (its settings; "
+                        "optim.epochs and runtime.* may change)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="trial config overrides, e.g. optim.epochs=2 lja.p=0.5")
     args = parser.parse_args(argv)
@@ -28,7 +55,15 @@ def main(argv=None) -> None:
     cfg = TrialConfig.from_flat(overrides)
     if not cfg.data.train_ann:
         cfg = with_synthetic_paths(cfg, ensure_dataset(SyntheticSpec(seed=cfg.runtime.seed)))
+    refusal = reuse_refusal(args.out, cfg, args.resume)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
+    changed = checkpoint.config_changes(args.out, cfg) if args.resume else {}
+    for key, (old, new) in changed.items():
+        logging.info("resuming with %s = %r (the checkpoint's: %r)", key, new, old)
     fit(cfg, LocalReporter(args.out))
+    return 0
 
 
 def with_synthetic_paths(cfg: TrialConfig, paths) -> TrialConfig:
@@ -45,4 +80,4 @@ def with_synthetic_paths(cfg: TrialConfig, paths) -> TrialConfig:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
