@@ -129,10 +129,14 @@ class Search:
 
 
 def occludes(params: dict) -> bool:
-    lja = bool(params.get("lja.enabled")) and float(params.get("lja.p", 1.0)) > 0
-    occluders = float(params.get("occ.p_occ", 0.0)) > 0
-    targeted = params.get("occ.targeted", "none") not in ("none", "", None)
-    return lja or occluders or targeted or bool(params.get("oasnet.enabled"))
+    """Whether a trial with these (flat, logged) parameters trained on occluded crops or with OASNet: the one
+    predicate, datasets.occlusion.occludes, on the trial's own config."""
+    from datasets.occlusion import occludes as trains_occluded
+    from trainables.config import TrialConfig
+
+    known = set(TrialConfig().flat())
+    cfg = TrialConfig.from_flat({k: v for k, v in params.items() if k in known})
+    return trains_occluded(cfg.lja, cfg.occ) or cfg.oasnet.enabled
 
 
 def _same(a, b) -> bool:
