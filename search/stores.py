@@ -43,7 +43,8 @@ def open_tracking_store(uri: str | None = None, wait_s: float = 120.0) -> str:
     """Open the MLflow store `uri` once, creating or upgrading its schema, and return `uri`. For a sqlite store
     our processes take turns on a lock file beside it (`<db>.lock`), and a schema another process is creating at
     the same moment (its alembic migration, e.g. `mlflow ui`) is waited for and retried; the error is raised after
-    `wait_s`. A committed leftover of a migration that died half-way (`_alembic_tmp_*`) is removed before a retry."""
+    `wait_s`. A committed leftover of a migration that died half-way (`_alembic_tmp_*`) is removed before a retry
+    and after a successful open."""
     from mlflow.tracking import MlflowClient
 
     uri = uri or tracking_uri()
@@ -56,6 +57,7 @@ def open_tracking_store(uri: str | None = None, wait_s: float = 120.0) -> str:
         while True:
             try:
                 MlflowClient(uri).search_experiments(max_results=1)
+                _drop_leftover_migration_tables(db)  # debris of another client's migration that died
                 return uri
             except Exception as err:  # noqa: BLE001 - alembic, sqlalchemy and MLflow errors alike
                 if time.monotonic() + delay > deadline:
