@@ -81,8 +81,6 @@ def open_store(run_id: str | None):
 
 
 def main(argv=None) -> int:
-    from search.tracking import log_robustness
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -104,6 +102,8 @@ def main(argv=None) -> int:
             model, cfg, split = trial
             result = sweep(model, cfg, args.attacks, args.radii, split, args.per_keypoint, args.max_samples)
             files = write_report(result, args.out)
+            from search.tracking import log_robustness  # MLflow and Ray Tune: imported once there is a result
+
             run_id = log_robustness(result, files, args.run_id, args.experiment, checkpoint, client)
     except ValueError as err:
         print(f"robustness.py: error: {err}", file=sys.stderr)

@@ -14,19 +14,19 @@ import sys
 from pathlib import Path
 
 from datasets.cli import output_dir
-from trainables import checkpoint
-from trainables.config import TrialConfig
-from trainables.runtime import LocalReporter
-from trainables.train import fit
+
+# torch and the trainer are imported where used: a command line the parser refuses exits in a fraction of a second.
 
 
 # What a resumed run may set otherwise than its checkpoint: how long it trains and where it runs.
 RESUMABLE_CHANGES = ("optim.epochs", "runtime.")
 
 
-def reuse_refusal(out: Path, cfg: TrialConfig, resume: bool) -> str | None:
+def reuse_refusal(out: Path, cfg, resume: bool) -> str | None:
     """Why the trial `cfg` must not run in `out` (None when it may): a checkpoint there is continued only when
     asked to (--resume) and only with its own settings, apart from RESUMABLE_CHANGES."""
+    from trainables import checkpoint
+
     if not checkpoint.has_state(out):
         return f"--resume: {out} holds no checkpoint to continue" if resume else None
     changes = checkpoint.config_changes(out, cfg)
@@ -59,6 +59,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from datasets.synthetic import SyntheticSpec, ensure_dataset
+    from trainables import checkpoint
+    from trainables.config import TrialConfig
+    from trainables.runtime import LocalReporter
+    from trainables.train import fit
 
     try:  # every key, type and range, before anything is generated or written
         cfg = TrialConfig.from_flat(dict(args.set)).validate()
@@ -77,7 +81,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def with_synthetic_paths(cfg: TrialConfig, paths) -> TrialConfig:
+def with_synthetic_paths(cfg, paths):
     """`cfg` reading the generated synthetic dataset at `paths` (datasets.synthetic.ensure_dataset's result)."""
     return cfg.replace(**{
         "data.root": str(paths.root),
