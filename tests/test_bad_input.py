@@ -4,16 +4,22 @@ inputs generated at test time, each run through the real command line as a subpr
 A case is refused when it exits 2 (bad input) or 1 (an environment failure), prints no traceback, names the flag,
 file, field or run at fault, and leaves nothing behind in its directory that was not there before (it runs with
 that directory as its working directory). tests/README.md lists every case, these and those covered elsewhere.
+
+Most cases start Python with torch, so the commands run side by side (one per core, at most 8), once per session;
+each case is then its own test.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import pytest
 
@@ -95,101 +101,106 @@ SPOILED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(SPOILED))
-def test_robustness_refuses_a_spoiled_checkpoint(case, tiny_checkpoint, store, tmp_path):
-    spoil, named = SPOILED[case]
-    shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
-    spoil(tmp_path / "ckpt")
-    err = _refused(ROBUSTNESS + ["--checkpoint", "ckpt", "--out", "out"], tmp_path, store, 2)
-    assert named in err and "ckpt" in err, err
+class Case(NamedTuple):
+    argv: list[str]  # "{held}" is a port another server holds, "{free}" a free one
+    status: int  # 2 bad input, 1 an environment failure
+    named: str  # what the message must name
+    setup: Callable[[Path], None] | None = None  # prepares the case's directory
+    store: str | None = None  # MLFLOW_TRACKING_URI other than the session's empty store
 
 
-def _port_held(tmp_path):
-    """A listening socket on a free loopback port, held for the test's duration."""
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen()
-    _port_held.sockets.append(holder)  # closed at the end of the test (held_sockets fixture)
-    return str(holder.getsockname()[1])
+def _spoiled(spoil):
+    def setup(directory: Path):
+        shutil.copytree(directory.parent / "checkpoint", directory / "ckpt")
+        if spoil:
+            spoil(directory / "ckpt")
+    return setup
 
 
-_port_held.sockets = []
-
-
-# (entry point + arguments (callables take the case's directory), exit status, what the message names)
+CHECKPOINT = ROBUSTNESS + ["--checkpoint", "ckpt", "--out", "out"]
 CASES = {
-    "worker: unknown --set key": (WORKER + ["--set", "optim.foo=1"], 2, "optim.foo"),
-    "worker: unknown --set section": (WORKER + ["--set", "nothing.x=1"], 2, "nothing.x"),
-    "worker: --set int not a number": (WORKER + ["--set", "optim.epochs=abc"], 2, "optim.epochs"),
-    "worker: --set int given 1.5": (WORKER + ["--set", "optim.epochs=1.5"], 2, "optim.epochs"),
-    "worker: --set bool given maybe": (WORKER + ["--set", "data.flip_test=maybe"], 2, "data.flip_test"),
-    "worker: --set negative epochs": (WORKER + ["--set", "optim.epochs=-1"], 2, "optim.epochs"),
-    "worker: --set without =": (WORKER + ["--set", "optim.epochs"], 2, "KEY=VALUE"),
-    "worker: unknown model name": (WORKER + ["--set", "model.name=foo"], 2, "simplebaseline_r18"),
-    "worker: --out an existing file": (WORKER + ["--out", "file"], 2, "--out"),
-    "worker: --out below a file": (WORKER + ["--out", "file/sub"], 2, "not a directory"),
-    "robustness: --max-samples -1": (ROBUSTNESS + ["--checkpoint", "x", "--max-samples", "-1"], 2, "--max-samples"),
-    "robustness: --out an existing file": (ROBUSTNESS + ["--checkpoint", "x", "--out", "file"], 2, "--out"),
-    "robustness: negative --radii": (ROBUSTNESS + ["--checkpoint", "x", "--radii", "0,-6"], 2, "--radii"),
-    "robustness: unknown attack": (ROBUSTNESS + ["--checkpoint", "x", "--attacks", "nope"], 2, "--attacks"),
-    "robustness: --run-id of no run": (ROBUSTNESS + ["--run-id", "0123456789abcdef", "--out", "out"], 2,
-                                       "0123456789abcdef"),
-    "preview: --n -1": (PREVIEW + ["--data-root", ".", "--out", "out", "--n", "-1"], 2, "--n"),
-    "preview: --n 0": (PREVIEW + ["--data-root", ".", "--out", "out", "--n", "0"], 2, "--n"),
-    "preview: --seed -1": (PREVIEW + ["--data-root", ".", "--out", "out", "--seed", "-1"], 2, "--seed"),
-    "preview: --out an existing file": (PREVIEW + ["--data-root", ".", "--out", "file"], 2, "--out"),
-    "report: --out an existing file": (REPORT + ["--out", "file"], 2, "--out"),
-    "report: --robustness-max-samples -1": (REPORT + ["--robustness-max-samples", "-1"], 2,
-                                             "--robustness-max-samples"),
-    "report: unknown attack": (REPORT + ["--attacks", "nope"], 2, "--attacks"),
-    "report: --baseline-run of no run": (REPORT + ["--baseline-run", "0123456789abcdef", "--out", "out"], 2,
-                                         "--baseline-run"),
-    "report: unusable --tracking-uri": (REPORT + ["--tracking-uri", "nosuchscheme://x", "--out", "out"], 1,
-                                        "--tracking-uri"),
-    "ui: --port 0": (UI + ["--port", "0", "--logs", "logs"], 2, "--port"),
-    "ui: --port held by another server": (lambda d: UI + ["--port", _port_held(d), "--no-optuna", "--logs", "logs"],
-                                          2, "already in use"),
-    "ui: --optuna-port held": (lambda d: UI + ["--port", str(_free_port()), "--optuna-port", _port_held(d),
-                                               "--optuna-storage", "sqlite:///optuna.db", "--logs", "logs"], 2,
-                               "--optuna-port"),
+    **{f"robustness: {name}": Case(CHECKPOINT, 2, named, _spoiled(spoil)) for name, (spoil, named) in SPOILED.items()},
+    "robustness: unusable MLFLOW_TRACKING_URI": Case(CHECKPOINT, 1, "MLFLOW_TRACKING_URI", _spoiled(None),
+                                                     store="nosuchscheme://x"),
+    "worker: unknown --set key": Case(WORKER + ["--set", "optim.foo=1"], 2, "optim.foo"),
+    "worker: unknown --set section": Case(WORKER + ["--set", "nothing.x=1"], 2, "nothing.x"),
+    "worker: --set int not a number": Case(WORKER + ["--set", "optim.epochs=abc"], 2, "optim.epochs"),
+    "worker: --set int given 1.5": Case(WORKER + ["--set", "optim.epochs=1.5"], 2, "optim.epochs"),
+    "worker: --set bool given maybe": Case(WORKER + ["--set", "data.flip_test=maybe"], 2, "data.flip_test"),
+    "worker: --set negative epochs": Case(WORKER + ["--set", "optim.epochs=-1"], 2, "optim.epochs"),
+    "worker: --set without =": Case(WORKER + ["--set", "optim.epochs"], 2, "KEY=VALUE"),
+    "worker: unknown model name": Case(WORKER + ["--set", "model.name=foo"], 2, "simplebaseline_r18"),
+    "worker: --out an existing file": Case(WORKER + ["--out", "file"], 2, "--out"),
+    "worker: --out below a file": Case(WORKER + ["--out", "file/sub"], 2, "not a directory"),
+    "robustness: --max-samples -1": Case(ROBUSTNESS + ["--checkpoint", "x", "--max-samples", "-1"], 2,
+                                         "--max-samples"),
+    "robustness: --out an existing file": Case(ROBUSTNESS + ["--checkpoint", "x", "--out", "file"], 2, "--out"),
+    "robustness: negative --radii": Case(ROBUSTNESS + ["--checkpoint", "x", "--radii", "0,-6"], 2, "--radii"),
+    "robustness: unknown attack": Case(ROBUSTNESS + ["--checkpoint", "x", "--attacks", "nope"], 2, "--attacks"),
+    "robustness: --run-id of no run": Case(ROBUSTNESS + ["--run-id", "0123456789abcdef", "--out", "out"], 2,
+                                           "0123456789abcdef"),
+    "preview: --n -1": Case(PREVIEW + ["--data-root", ".", "--out", "out", "--n", "-1"], 2, "--n"),
+    "preview: --n 0": Case(PREVIEW + ["--data-root", ".", "--out", "out", "--n", "0"], 2, "--n"),
+    "preview: --seed -1": Case(PREVIEW + ["--data-root", ".", "--out", "out", "--seed", "-1"], 2, "--seed"),
+    "preview: --out an existing file": Case(PREVIEW + ["--data-root", ".", "--out", "file"], 2, "--out"),
+    "report: --out an existing file": Case(REPORT + ["--out", "file"], 2, "--out"),
+    "report: --robustness-max-samples -1": Case(REPORT + ["--robustness-max-samples", "-1"], 2,
+                                                "--robustness-max-samples"),
+    "report: unknown attack": Case(REPORT + ["--attacks", "nope"], 2, "--attacks"),
+    "report: --baseline-run of no run": Case(REPORT + ["--baseline-run", "0123456789abcdef", "--out", "out"], 2,
+                                             "--baseline-run"),
+    "report: unusable --tracking-uri": Case(REPORT + ["--tracking-uri", "nosuchscheme://x", "--out", "out"], 1,
+                                            "--tracking-uri"),
+    "ui: --port 0": Case(UI + ["--port", "0", "--logs", "logs"], 2, "--port"),
+    "ui: --port held by another server": Case(UI + ["--port", "{held}", "--no-optuna", "--logs", "logs"], 2,
+                                              "already in use"),
+    "ui: --optuna-port held": Case(UI + ["--port", "{free}", "--optuna-port", "{held}", "--optuna-storage",
+                                         "sqlite:///optuna.db", "--logs", "logs"], 2, "--optuna-port"),
 }
 
 
-@pytest.fixture
-def held_sockets():
-    yield
-    while _port_held.sockets:
-        _port_held.sockets.pop().close()
+@pytest.fixture(scope="session")
+def outcomes(tiny_checkpoint, store, tmp_path_factory) -> dict[str, tuple[int, str, set]]:
+    """{case: (exit status, stderr, what it left behind in its directory)}, every case run once, side by side."""
+    base = tmp_path_factory.mktemp("cases")
+    shutil.copytree(tiny_checkpoint, base / "checkpoint")
+    held = socket.socket()  # a server of someone else's, for the ui cases
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        ports = {"{held}": str(held.getsockname()[1]), "{free}": str(spare.getsockname()[1])}
+
+    def run(name: str):
+        case = CASES[name]
+        directory = base / re.sub(r"[^A-Za-z0-9]+", "-", name)
+        directory.mkdir()
+        (directory / "file").write_text("a file where a directory is expected\n")
+        if case.setup:
+            case.setup(directory)
+        before = set(directory.rglob("*"))
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": case.store or store,
+               "PYTHONWARNINGS": "ignore"}
+        argv = [ports.get(arg, arg) for arg in case.argv]
+        done = subprocess.run([sys.executable, *argv], cwd=directory, env=env, capture_output=True, text=True,
+                              timeout=300)
+        return done.returncode, done.stderr, set(directory.rglob("*")) - before
+
+    try:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 2)) as pool:
+            return dict(zip(CASES, pool.map(run, CASES)))
+    finally:
+        held.close()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_is_refused(case, store, tmp_path, held_sockets):
-    argv, status, named = CASES[case]
-    (tmp_path / "file").write_text("a file where a directory is expected\n")
-    argv = argv(tmp_path) if callable(argv) else argv
-    err = _refused(argv, tmp_path, store, status)
-    assert named in err, err
-
-
-def test_robustness_with_an_unusable_store_is_an_environment_failure(tiny_checkpoint, tmp_path):
-    shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
-    err = _refused(ROBUSTNESS + ["--checkpoint", "ckpt", "--out", "out"], tmp_path, "nosuchscheme://x", 1)
-    assert "MLFLOW_TRACKING_URI" in err, err
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _refused(argv: list[str], cwd: Path, store: str, status: int) -> str:
-    """Run the command line in `cwd`; assert it exits `status` with no traceback and leaves `cwd` as it was.
-    Returns its stderr."""
-    before = sorted(cwd.rglob("*"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": store, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == status, (done.returncode, done.stderr[-3000:])
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert sorted(cwd.rglob("*")) == before, "left behind: " + str(set(cwd.rglob("*")) - set(before))
-    return done.stderr
+def test_bad_input_is_refused(case, outcomes):
+    """Exit 2 (or 1 for the environment), no traceback, the culprit named, nothing left behind."""
+    status, stderr, left = outcomes[case]
+    expected = CASES[case]
+    assert status == expected.status, (status, stderr[-3000:])
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert expected.named in stderr, stderr[-3000:]
+    if expected.setup:  # a spoiled checkpoint is named by its directory too
+        assert "ckpt" in stderr or expected.store, stderr[-3000:]
+    assert not left, f"left behind: {sorted(map(str, left))}"

@@ -58,16 +58,17 @@ def main(argv=None) -> int:
                         help="trial config overrides, e.g. optim.epochs=2 lja.p=0.5")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from datasets.synthetic import SyntheticSpec, ensure_dataset
-    from trainables import checkpoint
     from trainables.config import TrialConfig
-    from trainables.runtime import LocalReporter
-    from trainables.train import fit
 
     try:  # every key, type and range, before anything is generated or written
         cfg = TrialConfig.from_flat(dict(args.set)).validate()
     except ValueError as err:
         parser.error(f"--set: {err}")
+    from datasets.synthetic import SyntheticSpec, ensure_dataset
+    from trainables import checkpoint
+    from trainables.runtime import LocalReporter
+    from trainables.train import fit
+
     if not cfg.data.train_ann:
         cfg = with_synthetic_paths(cfg, ensure_dataset(SyntheticSpec(seed=cfg.runtime.seed)))
     refusal = reuse_refusal(args.out, cfg, args.resume)
