@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+from datasets import atomic
+from datasets.cli import non_negative_int, output_dir, output_dir_problem
 from search.stores import REPORTS_DIR, open_tracking_store, tracking_uri
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--experiment", required=True, help="the search's MLflow experiment (search/run.py --experiment)")
-    p.add_argument("--out", type=Path, help="output directory (default reports/EXPERIMENT)")
+    p.add_argument("--out", type=output_dir, help="output directory (default reports/EXPERIMENT)")
     p.add_argument("--tracking-uri", default=tracking_uri())
     p.add_argument("--optuna-storage", help="the study's storage (default: the parent run's optuna_storage param)")
     p.add_argument("--baseline-run", help="MLflow run of a model trained without occlusion, for the comparison "
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not attack the best and paper-default trials (search/robustness.py) for the curves")
     p.add_argument("--attacks", default="keypoint-blackout", help="robustness attacks (comma-separated)")
     p.add_argument("--radii", default="0,6,12,18", help="keypoint attack radii in input pixels")
-    p.add_argument("--robustness-max-samples", type=int, default=500, help="persons per robustness evaluation")
+    p.add_argument("--robustness-max-samples", type=non_negative_int, default=500, help="persons per robustness evaluation")
     p.add_argument("--no-register", dest="register", action="store_false",
                    help="do not log and register the best trial's model")
     return p
@@ -115,7 +116,7 @@ def render_html(search, tables, figures, model: dict | None, out: Path) -> Path:
             parts.append(f"<p class='note'>{html.escape(figure.note)}</p>")
     parts.append("</body></html>")
     page = out / "report.html"
-    page.write_text("\n".join(parts))
+    atomic.write_text(page, "\n".join(parts))
     return page
 
 
@@ -131,11 +132,19 @@ def build_report(args) -> dict:
     # mlflow.pytorch uses the default client: point it at the same store.
     os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = MlflowClient(open_tracking_store(args.tracking_uri))
+    client = open_client(args.tracking_uri)
+    # Every run the report names is resolved before any attack, registration or write.
+    try:
+        baseline = trial_from_run(client, client.get_run(args.baseline_run)) if args.baseline_run else None
+    except MlflowException:
+        raise ValueError(f"--baseline-run {args.baseline_run}: no such run in the tracking store") from None
     search = load_search(client, args.experiment)
     if not search.scored():
         raise ValueError(f"experiment {args.experiment!r}: no trial has logged {search.metric} yet")
     out = args.out or REPORTS_DIR / args.experiment
+    problem = output_dir_problem(out)
+    if problem:
+        raise ValueError(f"--out: {problem}")
     out.mkdir(parents=True, exist_ok=True)
 
     study, study_note = load_study(search, args.optuna_storage)  # before anything is written: it may be absent
@@ -149,7 +158,6 @@ def build_report(args) -> dict:
         except (MlflowException, ValueError) as err:  # e.g. its checkpoint never reached MLflow: report without it
             model_error = f"best model not registered: {str(err).splitlines()[0][:300]}"
             print(f"report.py: warning: {model_error}", file=sys.stderr)
-    baseline = trial_from_run(client, client.get_run(args.baseline_run)) if args.baseline_run else None
     tables = all_tables(search, baseline)
     figures = all_figures(search, study, study_note, out / "figures")
     page = render_html(search, tables, figures, model, out)
@@ -161,7 +169,7 @@ def build_report(args) -> dict:
         "figures": {f.key: {"file": f.path.name if f.path else None, "note": f.note, "data": f.data}
                     for f in figures},
     }
-    (out / "report.json").write_text(json.dumps(summary, indent=1, default=str))
+    atomic.write_json(out / "report.json", summary, indent=1, default=str)
     # Same artifact paths on every run: a regenerated report replaces the previous one in the parent run.
     client.log_artifacts(search.parent_run_id, str(out), "report")
     client.set_tag(search.parent_run_id, "report", "report/report.html")
@@ -171,8 +179,43 @@ def build_report(args) -> dict:
     return summary
 
 
+def open_client(uri: str):
+    """An MlflowClient of the store `uri`, opened and answering; SystemExit 1 (an environment failure) naming
+    --tracking-uri when it cannot be."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(open_tracking_store(uri, wait_s=10))
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - MLflow, sqlalchemy and OS errors alike
+        first = str(err).splitlines()[0][:300] if str(err) else ""
+        raise SystemExit(f"report.py: error: --tracking-uri (or MLFLOW_TRACKING_URI): the tracking store cannot be "
+                         f"opened: {type(err).__name__}: {first}") from None
+    return client
+
+
+def parse_args(argv=None):
+    """The flags, with --attacks and --radii checked too (exit 2 before any work)."""
+    from trainables.robustness import check_attacks
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.robustness:
+        try:
+            check_attacks([name for name in args.attacks.split(",") if name])
+        except ValueError as err:
+            parser.error(f"--attacks: {err}")
+        try:
+            radii = [float(r) for r in args.radii.split(",") if r]
+        except ValueError:
+            parser.error(f"--radii: expected comma-separated numbers, got {args.radii!r}")
+        if any(r < 0 for r in radii):
+            parser.error(f"--radii: radii must be >= 0, got {args.radii!r}")
+    return args
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         summary = build_report(args)
     except ValueError as err:

@@ -17,6 +17,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from datasets.cli import port as port_number
 from search.stores import (MLFLOW_UI_PORT, OPTUNA_UI_PORT, mlflow_ui_args, open_tracking_store, optuna_ui_args,
                            tracking_uri)
 from search.stores import UI_HOST as HOST
@@ -96,6 +98,59 @@ def start_mlflow_ui(uri: str, port: int, log_path: Path, workers: int = 1, timeo
                         env=ui_env())
 
 
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, as the servers bind, so that a connection
+    closing in TIME_WAIT does not count as held)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_holder(port: int) -> str:
+    """Who listens on `port`, best effort (Linux /proc; the process is found where its owner is ours): "process
+    PID (COMMAND)", else "another process"."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{cols[9]}]")
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                return f"process {proc.name} ({command[:160]})"
+        except OSError:
+            continue
+    return "another process"
+
+
+def free_port(start: int) -> int | None:
+    """The first free port from `start` on (within 100), or None."""
+    return next((p for p in range(start, min(start + 100, 65536)) if port_is_free(p)), None)
+
+
+def check_ports(ports: dict[str, int]) -> str | None:
+    """Why the servers cannot start on their ports ({flag: port}): a port held by another server would have the
+    printed address open that server instead. None when all are free."""
+    for flag, port in ports.items():
+        if not port_is_free(port):
+            spare = free_port(port + 1)
+            hint = f"; e.g. {flag} {spare} is free" if spare else ""
+            return f"{flag} {port}: {HOST}:{port} is already in use by {port_holder(port)}{hint}"
+    if len(set(ports.values())) < len(ports):
+        return f"{' and '.join(ports)} must differ, got {list(ports.values())}"
+    return None
+
+
 def optuna_command(storage: str, port: int) -> list[str]:
     dashboard = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
     return [dashboard, *optuna_ui_args(storage, port)]
@@ -104,14 +159,19 @@ def optuna_command(storage: str, port: int) -> list[str]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", default=tracking_uri())
-    parser.add_argument("--port", type=int, default=MLFLOW_UI_PORT)
+    parser.add_argument("--port", type=port_number, default=MLFLOW_UI_PORT)
     parser.add_argument("--optuna-storage", help="the searches' Optuna storage (default: optuna.db beside a "
                         "sqlite tracking store, if present)")
-    parser.add_argument("--optuna-port", type=int, default=OPTUNA_UI_PORT)
+    parser.add_argument("--optuna-port", type=port_number, default=OPTUNA_UI_PORT)
     parser.add_argument("--no-optuna", dest="optuna", action="store_false", help="start the MLflow UI only")
     parser.add_argument("--logs", type=Path, default=Path(".cache/ui"), help="where the servers' output goes")
     args = parser.parse_args(argv)
     storage = (args.optuna_storage or default_optuna_storage(args.tracking_uri)) if args.optuna else None
+    # A port another server holds is refused before anything starts (exit 2, naming the port and its holder):
+    # started anyway, our server would fail to bind while the printed address opened that other server.
+    held = check_ports({"--port": args.port, **({"--optuna-port": args.optuna_port} if storage else {})})
+    if held:
+        parser.error(held)
     # The servers run in sessions of their own, out of the terminal's reach: a closed terminal or a kill must
     # still end them, through the finally below.
     for sig in (signal.SIGTERM, signal.SIGHUP):

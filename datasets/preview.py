@@ -15,14 +15,14 @@ Coordinates are crop pixels (boxes exclusive at x1, y1); `part` is set instead o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from datasets import meta
+from datasets import atomic, meta
+from datasets.cli import non_negative_int, output_dir, positive_int
 from datasets.annotations import load_records
 from datasets.layouts import resolve
 from datasets.occlusion import LJA, LJAConfig, RandomOccluders, visible_limb_joints
@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--aug", choices=AUGMENTATIONS, help="training augmentation to show")
     which.add_argument("--attack", choices=ATTACKS, help="test-time attack to show")
-    p.add_argument("--n", type=int, default=12, help="number of persons")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--n", type=positive_int, default=12, help="number of persons")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--out", type=output_dir, required=True, help="output directory")
     p.add_argument("--p", type=float, default=1.0, help="probability of the augmentation")
     lja = p.add_argument_group("lja")
     lja.add_argument("--quantity-ratio", type=float, default=0.15)
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     tgt = p.add_argument_group("targeted augmentations")
     tgt.add_argument("--label-removal", action="store_true", help="zero the covered joints' target weight")
     tgt.add_argument("--radius-ratio", type=float, default=0.08, help="keypoint circle radius / body box side")
-    tgt.add_argument("--max-keypoints", type=int, default=5, help="multi-keypoint: at most this many")
+    tgt.add_argument("--max-keypoints", type=positive_int, default=5, help="multi-keypoint: at most this many")
     tgt.add_argument("--parts", default="", help="comma-separated parts to choose from (default all)")
     att = p.add_argument_group("attacks")
     att.add_argument("--radius", type=float, default=12.0, help="keypoint attacks: circle radius in crop pixels")
@@ -127,10 +127,12 @@ def preview(args) -> dict:
                             "shape": o.shape} for o in crop.occlusions],
         })
         tiles.append(draw(crop, skeleton))
-    args.out.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out / "preview.png"), contact_sheet(tiles))
+    ok, png = cv2.imencode(".png", contact_sheet(tiles))
+    if not ok:
+        raise ValueError("the contact sheet could not be encoded as PNG")
     result = {"samples": samples}
-    (args.out / "occlusions.json").write_text(json.dumps(result, indent=1))
+    atomic.write_bytes(args.out / "preview.png", png.tobytes())  # each file whole or not at all
+    atomic.write_json(args.out / "occlusions.json", result, indent=1)
     return result
 
 

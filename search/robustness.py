@@ -19,10 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from datasets.cli import non_negative_int, output_dir
 from datasets.occlusion.attacks import ATTACKS
 from datasets.meta import DATASETS
-from search.stores import fetch_checkpoint
-from trainables.robustness import DEFAULT_ATTACKS, attack, check_attacks
+from search.stores import fetch_checkpoint, open_tracking_store, tracking_uri
+from trainables.robustness import DEFAULT_ATTACKS, check_attacks, load_trial, sweep, write_report
 
 
 def parse_list(kind):
@@ -50,28 +51,60 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keypoint attack radii in input-crop pixels")
     p.add_argument("--no-per-keypoint", dest="per_keypoint", action="store_false",
                    help="skip the per-keypoint AP drops (one evaluation per joint and keypoint attack)")
-    p.add_argument("--max-samples", type=int, default=0, help="evaluate on at most this many persons (0 = all)")
-    p.add_argument("--out", type=Path, default=Path("robustness"), help="output directory")
+    p.add_argument("--max-samples", type=non_negative_int, default=0, help="evaluate on at most this many persons (0 = all)")
+    p.add_argument("--out", type=output_dir, default=Path("robustness"), help="output directory")
     p.add_argument("--experiment", default="robustness", help="MLflow experiment for --checkpoint results")
     return p
 
 
-def main(argv=None) -> int:
-    from search.tracking import log_robustness
+def open_store(run_id: str | None):
+    """An MlflowClient of the tracking store the results go to (and that holds `run_id`, if given), checked before
+    any work. SystemExit 2 naming the run when the store has no such run, 1 when it cannot be opened at all."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
 
+    uri = tracking_uri()
+    try:
+        client = MlflowClient(open_tracking_store(uri, wait_s=10))
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - MLflow, sqlalchemy and OS errors alike
+        raise SystemExit(f"robustness.py: error: the tracking store (MLFLOW_TRACKING_URI) cannot be opened: "
+                         f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}") from None
+    try:
+        if run_id:
+            client.get_run(run_id)
+    except MlflowException:
+        print(f"robustness.py: error: --run-id {run_id}: no such run in the tracking store (MLFLOW_TRACKING_URI)",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+    return client
+
+
+def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         check_attacks(args.attacks)
     except ValueError as err:
         parser.error(f"--attacks: {err}")
+    if any(r < 0 for r in args.radii):
+        parser.error(f"--radii: radii must be >= 0, got {args.radii}")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = fetch_checkpoint(args.run_id, Path(tmp)) if args.run_id else args.checkpoint
-            result, files = attack(checkpoint, args.attacks, args.radii, out=args.out, split=args.split,
-                                   per_keypoint=args.per_keypoint, max_samples=args.max_samples,
-                                   dataset=args.dataset, data_root=args.data_root)
-            run_id = log_robustness(result, files, args.run_id, args.experiment, checkpoint)
+            # Everything that can be refused is, before the sweep: the checkpoint (a torn or foreign one names
+            # its file), the run, the store; a --checkpoint is read before the store is opened (nothing written).
+            if args.checkpoint:
+                trial = load_trial(args.checkpoint, args.dataset, args.data_root, args.split)
+            client = open_store(args.run_id)
+            checkpoint = fetch_checkpoint(args.run_id, Path(tmp), client) if args.run_id else args.checkpoint
+            if args.run_id:
+                trial = load_trial(checkpoint, args.dataset, args.data_root, args.split)
+            model, cfg, split = trial
+            result = sweep(model, cfg, args.attacks, args.radii, split, args.per_keypoint, args.max_samples)
+            files = write_report(result, args.out)
+            from search.tracking import log_robustness  # MLflow and Ray Tune: imported once there is a result
+
+            run_id = log_robustness(result, files, args.run_id, args.experiment, checkpoint, client)
     except ValueError as err:
         print(f"robustness.py: error: {err}", file=sys.stderr)
         return 2

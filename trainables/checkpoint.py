@@ -60,14 +60,45 @@ def saved_epochs(directory: Path) -> int:
     return int(torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
+class CheckpointError(ValueError):
+    """A checkpoint directory that is not what it claims: a file missing, truncated, not a torch file or not json,
+    a config no TrialConfig takes, or weights of another architecture. The message names the file."""
+
+
+def read_config(checkpoint: Path) -> TrialConfig:
+    """The validated TrialConfig of a checkpoint directory's trial_config.json; CheckpointError naming the file."""
+    path = Path(checkpoint) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {checkpoint}: no {CONFIG_FILE} (expected a trial checkpoint directory)")
+    try:
+        flat = json.loads(path.read_text())
+        if not isinstance(flat, dict):
+            raise ValueError(f"expected a json object of settings, got {type(flat).__name__}")
+        return TrialConfig.from_flat(flat).validate()
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: not a usable trial config ({err})") from None
+
+
 def load_checkpoint(checkpoint: Path):
     """(model in eval mode on the CPU, its TrialConfig) from a trial checkpoint directory (model.pt +
-    trial_config.json, what every trial saves). ValueError when either file is missing."""
+    trial_config.json, what every trial saves). CheckpointError (a ValueError) naming the file when either is
+    missing, torn or unreadable, or when the weights do not fit the config's model."""
     checkpoint = Path(checkpoint)
-    for name in (MODEL_FILE, CONFIG_FILE):
-        if not (checkpoint / name).is_file():
-            raise ValueError(f"checkpoint {checkpoint}: no {name} (expected a trial checkpoint directory)")
-    cfg = TrialConfig.from_flat(json.loads((checkpoint / CONFIG_FILE).read_text()))
+    weights = checkpoint / MODEL_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {checkpoint}: no {MODEL_FILE} (expected a trial checkpoint directory)")
+    cfg = read_config(checkpoint)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ... alike
+        raise CheckpointError(f"{weights}: not a readable torch state dict ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200] if str(err) else 'truncated or empty'})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{weights}: expected a state dict, got {type(state).__name__}")
     model = build_model(cfg.replace(**{"model.pretrained": ""}))  # the checkpoint holds every weight
-    model.load_state_dict(torch.load(checkpoint / MODEL_FILE, map_location="cpu"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # missing/unexpected keys, shape mismatches
+        raise CheckpointError(f"{weights}: its weights do not fit {CONFIG_FILE}'s model {cfg.model.name} "
+                              f"({str(err).splitlines()[0][:200]}...)") from None
     return model.eval(), cfg

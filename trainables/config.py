@@ -9,6 +9,7 @@ a dataset or budget) are in trainables/presets.py.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -82,7 +83,12 @@ class ModelConfig:
     pretrained: str = ""  # "" none; a local backbone state-dict file (ImageNet weights need no internet then)
 
     def validate(self) -> "ModelConfig":
-        # The name is checked by create_model, which names the choices: the registry imports torch and timm.
+        from trainables.models import check_name  # the registry: imported when checked (torch, torchvision)
+
+        try:
+            check_name(self.name)
+        except ValueError as err:  # names the choices
+            raise ValueError(f"model.name: {err}") from None
         if self.deconv_channels < 1:
             raise ValueError(f"model.deconv_channels must be >= 1, got {self.deconv_channels}")
         return self
@@ -169,13 +175,24 @@ class TrialConfig:
         }
 
     @classmethod
+    def keys(cls) -> list[str]:
+        """Every setting's flat key ("data.dataset", ...)."""
+        return list(cls().flat())
+
+    @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> "TrialConfig":
+        """The config with `flat`'s settings over the defaults; ValueError naming the key for an unknown key (with
+        the known keys of its section) or a value of the wrong type. Ranges are validate()'s."""
         config = cls()
         for key, value in flat.items():
             section_name, _, name = key.partition(".")
             section = getattr(config, section_name, None)
-            if section is None or not dataclasses.is_dataclass(section) or not hasattr(section, name):
-                raise ValueError(f"unknown trial config key {key!r}")
+            if section is None or not dataclasses.is_dataclass(section):
+                raise ValueError(f"unknown trial config key {key!r}; sections: "
+                                 f"{', '.join(f.name for f in fields(config))}")
+            if not name or name not in {f.name for f in fields(section)}:
+                raise ValueError(f"unknown trial config key {key!r}; {section_name}. takes "
+                                 f"{', '.join(f.name for f in fields(section))}")
             current = getattr(section, name)
             setattr(section, name, _coerce(value, current, key))
         return config
@@ -193,12 +210,34 @@ class TrialConfig:
         return TrialConfig.from_flat({**self.flat(), **{k.replace("__", "."): v for k, v in flat.items()}})
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _coerce(value, current, key):
+    """`value` as the type of the setting's default `current`: a bool from true/false/1/0/yes/no/on/off, a tuple
+    of floats from a list or a comma-separated string, an int only from an integral value. ValueError otherwise."""
+    def wrong(why: str) -> ValueError:
+        return ValueError(f"trial config key {key!r}: cannot use {value!r} ({why})")
+
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in _TRUE + _FALSE:
+            raise wrong(f"expected a boolean: {', '.join(_TRUE + _FALSE)}")
+        return text in _TRUE
     try:
-        if isinstance(current, bool):
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
         if isinstance(current, tuple):
-            return tuple(float(v) for v in value)
+            items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+            return tuple(float(v) for v in items)
+        if isinstance(current, int):
+            number = value
+            if isinstance(value, str):
+                number = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+            if isinstance(number, numbers.Real) and not isinstance(number, numbers.Integral) \
+                    and not float(number).is_integer():
+                raise ValueError("not integral")
+            return int(number)
         return type(current)(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"trial config key {key!r}: cannot use {value!r} ({err})") from None
+    except (TypeError, ValueError, OverflowError) as err:
+        raise wrong("expected an integer" if isinstance(current, int) else str(err)) from None

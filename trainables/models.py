@@ -26,6 +26,12 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_name(name: str) -> None:
+    """ValueError naming the registry's choices when `name` is no registered model."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())}")
+
+
 # Every model's default input (h, w): the papers' COCO setting, datasets.meta's COCO input_hw (not imported, see
 # above; tests/trainables/test_models.py checks they agree).
 DEFAULT_INPUT_HW: tuple[int, int] = (256, 192)
@@ -39,8 +45,7 @@ def default_input(name: str) -> tuple[int, int]:
 def create_model(name: str, num_keypoints: int = 17, pretrained: bool | str = False, **kwargs) -> nn.Module:
     """`pretrained`: False; True for the backbone's ImageNet weights from the timm/torchvision hubs (needs
     internet); or a path to a local state-dict file of the backbone (e.g. downloaded once elsewhere)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose from {list_models()}")
+    check_name(name)
     model = _REGISTRY[name](num_keypoints=num_keypoints, pretrained=pretrained is True, **kwargs)
     if isinstance(pretrained, str) and pretrained:
         load_backbone(model, pretrained)

@@ -8,9 +8,9 @@ largest radius; part attacks cover each body part in turn.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from datasets import atomic
 from datasets.occlusion.attacks import ATTACKS
 
 DEFAULT_ATTACKS = ("keypoint-blackout", "part-blackout")
@@ -106,7 +106,7 @@ def write_report(result: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     metric = result["metric"]
     files = [out / "robustness.json", out / "robustness.md"]
-    files[0].write_text(json.dumps(result, indent=1))
+    atomic.write_json(files[0], result, indent=1)
     lines = [f"clean {metric}: {result['clean']:.4f} ({result['persons']} persons, split {result['split']})", ""]
     for name, curve in result["keypoint"].items():
         lines += [f"| {name} radius | " + " | ".join(f"{r:g}" for r in curve) + " |",
@@ -117,7 +117,7 @@ def write_report(result: dict, out: Path) -> list[Path]:
     for name, drops in result["per_keypoint"].items():
         lines += [f"| {name} joint | {metric} drop |", "|---|---|"] + [f"| {j} | {v:.4f} |" for j, v in drops.items()]
         lines += [""]
-    files[1].write_text("\n".join(lines))
+    atomic.write_text(files[1], "\n".join(lines))
     if result["keypoint"]:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for name, curve in result["keypoint"].items():
@@ -125,7 +125,7 @@ def write_report(result: dict, out: Path) -> list[Path]:
         ax.set(xlabel="attack radius (input px)", ylabel=metric, title=f"{metric} vs keypoint attack size")
         ax.legend(), ax.grid(alpha=0.3)
         files.append(out / "keypoint_attacks.png")
-        fig.tight_layout(), fig.savefig(files[-1], dpi=120), plt.close(fig)
+        _save(fig, files[-1])
     for kind, title in (("per_keypoint", "per-keypoint drop"), ("part", "part attacks")):
         for name, values in result[kind].items():
             fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -133,8 +133,18 @@ def write_report(result: dict, out: Path) -> list[Path]:
             ax.set_xticks(range(len(values)), list(values), rotation=60, ha="right", fontsize=7)
             ax.set(ylabel=f"{metric} drop" if kind == "per_keypoint" else metric, title=f"{name}: {title}")
             files.append(out / f"{name}_{kind}.png")
-            fig.tight_layout(), fig.savefig(files[-1], dpi=120), plt.close(fig)
+            _save(fig, files[-1])
     return files
+
+
+def _save(fig, path: Path) -> None:
+    """A figure as PNG at `path`, written atomically."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic.atomic_writer(path, "wb") as f:
+        fig.savefig(f, dpi=120, format="png")
+    plt.close(fig)
 
 
 def attack(checkpoint: Path, attacks=DEFAULT_ATTACKS, radii=DEFAULT_RADII, *, out: Path, split: str = "val",
@@ -142,8 +152,11 @@ def attack(checkpoint: Path, attacks=DEFAULT_ATTACKS, radii=DEFAULT_RADII, *, ou
            data_root: str | None = None) -> tuple[dict, list[Path]]:
     """The whole sweep of one checkpoint directory: load it (`load_trial`), attack it (`sweep`), write the report
     into `out` (`write_report`). Returns (the sweep's result, the files written). ValueError for an unknown attack,
-    a missing split or a --dataset without --data-root."""
+    a missing split, a negative max_samples or a --dataset without --data-root; CheckpointError (a ValueError)
+    naming the file for a checkpoint that is missing, torn or of another architecture."""
     check_attacks(attacks)
+    if max_samples < 0:
+        raise ValueError(f"max_samples must be >= 0 (0 = all), got {max_samples}")
     model, cfg, split = load_trial(checkpoint, dataset, data_root, split)
     result = sweep(model, cfg, attacks, radii, split, per_keypoint, max_samples)
     return result, write_report(result, out)

@@ -13,19 +13,20 @@ import logging
 import sys
 from pathlib import Path
 
-from trainables import checkpoint
-from trainables.config import TrialConfig
-from trainables.runtime import LocalReporter
-from trainables.train import fit
+from datasets.cli import output_dir
+
+# torch and the trainer are imported where used: a command line the parser refuses exits in a fraction of a second.
 
 
 # What a resumed run may set otherwise than its checkpoint: how long it trains and where it runs.
 RESUMABLE_CHANGES = ("optim.epochs", "runtime.")
 
 
-def reuse_refusal(out: Path, cfg: TrialConfig, resume: bool) -> str | None:
+def reuse_refusal(out: Path, cfg, resume: bool) -> str | None:
     """Why the trial `cfg` must not run in `out` (None when it may): a checkpoint there is continued only when
     asked to (--resume) and only with its own settings, apart from RESUMABLE_CHANGES."""
+    from trainables import checkpoint
+
     if not checkpoint.has_state(out):
         return f"--resume: {out} holds no checkpoint to continue" if resume else None
     changes = checkpoint.config_changes(out, cfg)
@@ -40,19 +41,34 @@ def reuse_refusal(out: Path, cfg: TrialConfig, resume: bool) -> str | None:
     return None
 
 
+def key_value(text: str) -> tuple[str, str]:
+    """A --set item: KEY=VALUE, KEY one of TrialConfig's flat keys (its values are checked by from_flat)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. optim.epochs=2), got {text!r}")
+    return key.strip(), value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train one trial without Ray (for debugging).")
-    parser.add_argument("--out", type=Path, default=Path(".cache/local-trial"))
+    parser.add_argument("--out", type=output_dir, default=Path(".cache/local-trial"))
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (its settings; "
                         "optim.epochs and runtime.* may change)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", type=key_value,
                         help="trial config overrides, e.g. optim.epochs=2 lja.p=0.5")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from datasets.synthetic import SyntheticSpec, ensure_dataset
+    from trainables.config import TrialConfig
 
-    overrides = dict(item.split("=", 1) for item in args.set)
-    cfg = TrialConfig.from_flat(overrides)
+    try:  # every key, type and range, before anything is generated or written
+        cfg = TrialConfig.from_flat(dict(args.set)).validate()
+    except ValueError as err:
+        parser.error(f"--set: {err}")
+    from datasets.synthetic import SyntheticSpec, ensure_dataset
+    from trainables import checkpoint
+    from trainables.runtime import LocalReporter
+    from trainables.train import fit
+
     if not cfg.data.train_ann:
         cfg = with_synthetic_paths(cfg, ensure_dataset(SyntheticSpec(seed=cfg.runtime.seed)))
     refusal = reuse_refusal(args.out, cfg, args.resume)
@@ -66,7 +82,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def with_synthetic_paths(cfg: TrialConfig, paths) -> TrialConfig:
+def with_synthetic_paths(cfg, paths):
     """`cfg` reading the generated synthetic dataset at `paths` (datasets.synthetic.ensure_dataset's result)."""
     return cfg.replace(**{
         "data.root": str(paths.root),

@@ -1,0 +1,71 @@
+"""argparse types shared by every command line: a value the parser refuses costs the user a sentence (exit 2, the
+flag named by argparse), where the same value let through costs a traceback after minutes of work, or a silently
+wrong result (`--max-samples -1` evaluated all persons but one).
+
+This lives in `datasets/`, the root of ARCHITECTURE.md's one-way imports, so that `datasets/`, `trainables/`,
+`search/` and `dashboards/` command lines may all use it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (where 0 usually means "all")."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 1..65535."""
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in 1..65535, got {value}")
+    return value
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why `path` cannot be (or become) a writable output directory, or None: an existing file or other
+    non-directory, a directory that is not writable, or a nearest existing ancestor that is a file or unwritable
+    (mkdir would fail there). Nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a directory"
+    if path.is_dir():
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"cannot create {path}: {ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {ancestor} is not writable"
+    return None
+
+
+def output_dir(text: str) -> Path:
+    """An output directory: an existing writable directory, or a path one can be created at."""
+    path = Path(text)
+    problem = output_dir_problem(path)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return path
