@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dashboards.search_data import CURVE_METRICS, Search  # noqa: E402
-from search.secrets import mask_uri  # noqa: E402
+from search.masking import mask_uri  # noqa: E402
 
 
 # Tune's OptunaSearch tells the study each trial's last reported result, not its best epoch as the tables use.
@@ -38,7 +38,7 @@ def load_study(search: Search, storage: str | None):
     storage = storage or search.parent_params.get("optuna_storage")
     if not storage:
         return None, "the parent run names no optuna_storage; pass --optuna-storage"
-    shown = mask_uri(storage)  # the notes go into the report: no password (search/secrets.py)
+    shown = mask_uri(storage)  # the notes go into the report: no password (search/masking.py)
     try:
         study = optuna.load_study(study_name=search.experiment, storage=study_storage(storage))
     except KeyError:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from mlflow.tracking import MlflowClient
 
 from datasets.meta import DATASETS, VISIBILITY_SPLITS, metric_name
-from search.secrets import mask_uri
+from search.masking import mask_uri
 from search.spaces import SPACES, canonical
 from search.tracking import MAIN_KEYS, ROLE_TAG
 

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.secrets import MaskedSecret, mask_uri
+from search.masking import MaskedSecret, mask_uri
 from search.stores import experiment_dir, open_tracking_store, run_registry_path, tracking_uri
 
 UNFINISHED_TUNE = ("RUNNING", "PENDING", "PAUSED")

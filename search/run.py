@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.meta import DATASETS
-from search.secrets import MaskedSecret, keep_optuna_storage, mask_uri, reveal
+from search.masking import MaskedSecret, keep_optuna_storage, mask_uri, reveal
 from search.spaces import ALIASES, SPACES, canonical
 from search.stores import (DEFAULT_STORAGE_PATH, default_optuna_storage, environment_problems, experiment_dir,
                            experiment_name_problem, run_registry_path, tracking_uri)
@@ -330,7 +330,7 @@ def main(argv=None) -> int:
     if args.resume and restore_settings(tracker, args):
         # The search continues as it was started; flags given now cannot change it half-way.
         args.budget = choose_budget(args.smoke, args.dataset)
-        try:  # kept masked in the registry: the real URL is given again (search/secrets.py)
+        try:  # kept masked in the registry: the real URL is given again (search/masking.py)
             args.optuna_storage = reveal(args.optuna_storage, args.explicit.get("optuna_storage"))
         except MaskedSecret as err:
             print(f"error: {err}", file=sys.stderr)

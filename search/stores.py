@@ -25,7 +25,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from search.secrets import mask_uri
+from search.masking import mask_uri
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -245,7 +245,7 @@ def tracking_uri_problem(uri: str) -> str | None:
 
 def environment_problems(uri: str, storage_path: str, optuna_storage: str | None) -> list[str]:
     """One line per store a search cannot write: the MLflow tracking URI, a local --storage-path and a sqlite
-    --optuna-storage; URIs masked (search/secrets.py)."""
+    --optuna-storage; URIs masked (search/masking.py)."""
     problems = []
     problem = tracking_uri_problem(uri)
     if problem:

@@ -20,7 +20,7 @@ from pathlib import Path
 from optuna.storages import RDBStorage
 from ray.tune.search.optuna import OptunaSearch
 
-from search.secrets import mask_uri, reveal
+from search.masking import mask_uri, reveal
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ RETRY_FOR_S = 600.0  # how long one write is retried (with back-off) before it i
 
 
 def study_storage(url: str):
-    """The RDB storage of `url` (a masked one is revealed from the environment: search/secrets.py); a sqlite file
+    """The RDB storage of `url` (a masked one is revealed from the environment: search/masking.py); a sqlite file
     waits SQLITE_BUSY_TIMEOUT_S for another writer instead of 5 s. Pickled (Tune saves the searcher), it keeps the
     URL masked."""
     url = reveal(url)
@@ -41,7 +41,7 @@ def study_storage(url: str):
 
 class StudyStorage(RDBStorage):
     """Optuna's RDBStorage whose pickled state holds its URL masked: the password stays in the process environment
-    (search/secrets.py OPTUNA_STORAGE_ENV), where unpickling finds it again."""
+    (search/masking.py OPTUNA_STORAGE_ENV), where unpickling finds it again."""
 
     def __getstate__(self):
         state = super().__getstate__()

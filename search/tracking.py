@@ -19,7 +19,7 @@ from ray import tune
 from datasets.meta import DATASETS, SPLITS, metric_name
 # Also the pickle path of these two: experiments saved before they moved to search/journal.py unpickle through here.
 from search.journal import RunRegistry, Spool
-from search.secrets import mask_uri, reveal
+from search.masking import mask_uri, reveal
 from search.stores import BEST_CHECKPOINT, CHECKPOINT_FILES, artifact_location, open_tracking_store, tracking_uri
 
 LOGGED_EXTRA_METRICS = ("epoch_time_s",)

@@ -16,7 +16,7 @@ import time
 
 from datasets.meta import get as dataset_meta
 from datasets.meta import metric_name
-from search.secrets import mask_uri
+from search.masking import mask_uri
 from search.spaces import SPACES, canonical
 from search.stores import mlflow_ui_command, tracking_uri, train_storage
 
@@ -29,7 +29,7 @@ RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_
                     "dataset", "data_root", "train_root", "det_file", "model", "searcher", "scheduler",
                     "multi_objective", "optuna_storage", "clean_metric")
 PATH_SETTINGS = ("data_root", "train_root", "det_file")  # the same file however it is spelled
-MASKED_SETTINGS = ("optuna_storage",)  # stored with their credentials masked (search/secrets.py)
+MASKED_SETTINGS = ("optuna_storage",)  # stored with their credentials masked (search/masking.py)
 
 
 def record_settings(tracker, args) -> None:

@@ -10,6 +10,8 @@ What a resume needs stays masked on disk: the real Optuna storage URL is given a
 environment variable OPTUNA_STORAGE_ENV) and the real tracking URI is MLFLOW_TRACKING_URI's. `reveal` turns a masked
 URI back into the real one it was made from, or says what to supply. A search keeps its real Optuna storage URL in
 OPTUNA_STORAGE_ENV of its own process (and of Ray's, which inherit it), where the searcher Tune unpickles finds it.
+
+(Not named secrets.py: search/run.py runs as a script, with search/ first on sys.path.)
 """
 from __future__ import annotations
 
