@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dashboards.search_data import CURVE_METRICS, Search  # noqa: E402
+from search.masking import mask_uri  # noqa: E402
 
 
 # Tune's OptunaSearch tells the study each trial's last reported result, not its best epoch as the tables use.
@@ -32,15 +33,19 @@ def load_study(search: Search, storage: str | None):
     """The search's Optuna study (named after the experiment, stored where the search put it), or None + why."""
     import optuna
 
+    from search.study import study_storage
+
     storage = storage or search.parent_params.get("optuna_storage")
     if not storage:
         return None, "the parent run names no optuna_storage; pass --optuna-storage"
+    shown = mask_uri(storage)  # the notes go into the report: no password (search/masking.py)
     try:
-        study = optuna.load_study(study_name=search.experiment, storage=storage)
+        study = optuna.load_study(study_name=search.experiment, storage=study_storage(storage))
     except KeyError:
-        return None, f"no Optuna study {search.experiment!r} in {storage}"
-    except Exception as err:  # an unreachable server or a moved sqlite file: the report goes on without it
-        return None, f"Optuna storage {storage} unreadable ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        return None, f"no Optuna study {search.experiment!r} in {shown}"
+    except Exception as err:  # an unreachable server, a moved sqlite file, a masked URL: the report goes on
+        why = mask_uri(str(err)).splitlines()[0][:200]
+        return None, f"Optuna storage {shown} unreadable ({type(err).__name__}: {why})"
     return study, ""
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from mlflow.tracking import MlflowClient
 
 from datasets.meta import DATASETS, VISIBILITY_SPLITS, metric_name
+from search.masking import mask_uri
 from search.spaces import SPACES, canonical
 from search.tracking import MAIN_KEYS, ROLE_TAG
 
@@ -169,7 +170,7 @@ def load_search(client: MlflowClient, experiment: str) -> Search:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise ValueError(f"no MLflow experiment named {experiment!r} at {client.tracking_uri} "
+        raise ValueError(f"no MLflow experiment named {experiment!r} at {mask_uri(client.tracking_uri)} "
                          f"(experiments there: {', '.join(names) or 'none'})")
     parents = client.search_runs([found.experiment_id], f"tags.`{ROLE_TAG}` = 'parent'", max_results=2)
     if not parents:

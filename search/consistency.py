@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from search.masking import MaskedSecret, mask_uri
 from search.stores import experiment_dir, open_tracking_store, run_registry_path, tracking_uri
 
 UNFINISHED_TUNE = ("RUNNING", "PENDING", "PAUSED")
@@ -107,7 +108,9 @@ def check(experiment: str, storage_path: str, uri: str | None = None) -> tuple[i
             problems += [f"study trial {t.number}: {t.state.name} and of no Tune trial" for t in orphans
                          if not t.state.is_finished() or not t.user_attrs.get(ENDED_BY_ATTR)]
         except KeyError:
-            problems.append(f"Optuna has no study {experiment!r} in {settings['optuna_storage']}")
+            problems.append(f"Optuna has no study {experiment!r} in {mask_uri(settings['optuna_storage'])}")
+        except MaskedSecret as err:
+            problems.append(f"cannot read the Optuna study: {err}")
 
     for trial_id in sorted(set(tune) | set(runs) | {k for k in studies if k}):
         status, last = tune.get(trial_id, (None, {}))

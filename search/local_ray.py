@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import stat
 from pathlib import Path
 
 from datasets.atomic import atomic_writer
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"  # read first by ray.dashboard.utils.get_address_for_submission_client
 
 
 def loopback_only() -> None:
@@ -47,9 +49,25 @@ def private_token() -> Path | None:
     return path
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def own_state_api(port: int) -> None:
+    """Point Ray's state API clients of this search (Ray Train's placement-group cleaner among them) at this search's
+    own dashboard. Without an address they look for "the" local Ray, and with two searches on one machine find two
+    ("Found multiple active Ray instances", ray._private.services). Ray's processes inherit the variable."""
+    os.environ[API_SERVER_ENV] = f"http://127.0.0.1:{port}"
+
+
 def init_kwargs() -> dict:
     """`ray.init(**init_kwargs())` for a search without --address: loopback only, the dashboard (whose state API
-    Ray Train's placement-group cleaner polls) on 127.0.0.1."""
+    Ray Train's placement-group cleaner polls) on 127.0.0.1, on a port of its own that this search's Ray processes
+    are told (two local searches on one machine each keep to their own Ray)."""
     loopback_only()
     private_token()
-    return {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
+    port = free_port()
+    own_state_api(port)
+    return {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}

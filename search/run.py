@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.meta import DATASETS
+from search.masking import MaskedSecret, keep_optuna_storage, mask_uri, reveal
 from search.spaces import ALIASES, SPACES, canonical
-from search.stores import DEFAULT_STORAGE_PATH, default_optuna_storage, experiment_dir, run_registry_path
+from search.stores import (DEFAULT_STORAGE_PATH, default_optuna_storage, environment_problems, experiment_dir,
+                           experiment_name_problem, run_registry_path, tracking_uri)
 from search.tuner import record_settings, restore_settings, resume_conflicts, run_search, search_finished
 
 
@@ -68,6 +70,13 @@ def bounded(kind, minimum, label: str):
 
 
 positive_int = bounded(int, 1, "a positive integer")
+
+
+def experiment_name(text: str) -> str:
+    """An argparse type: a name that is one directory in --storage-path and one MLflow experiment."""
+    if problem := experiment_name_problem(text):
+        raise argparse.ArgumentTypeError(problem)
+    return text
 non_negative_float = bounded(float, 0.0, "a number >= 0")
 
 
@@ -108,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (host:port or 'auto'); default starts a local Ray")
     p.add_argument("--storage-path", default=str(DEFAULT_STORAGE_PATH),
                    help="where Tune and Train keep experiment state and checkpoints")
-    p.add_argument("--experiment", help="experiment name (MLflow experiment and Tune run); default: "
+    p.add_argument("--experiment", type=experiment_name, help="experiment name (MLflow experiment and Tune run); default: "
                    "<space>-<timestamp>, or the name to continue with --resume")
     p.add_argument("--resume", action="store_true", help="continue the interrupted --experiment with the settings "
                    "it was started with (a flag given with another value is refused)")
@@ -275,8 +284,8 @@ def refuse_resume_conflicts(args, tracker) -> bool:
     conflicts = resume_conflicts(tracker, args.explicit)
     flags = {action.dest: action.option_strings[0] for action in build_parser()._actions}
     for key, given, stored in conflicts:
-        print(f"error: {flags.get(key, key)} {given} conflicts with the value experiment {args.experiment!r} was "
-              f"started with: {stored}", file=sys.stderr)
+        print(f"error: {flags.get(key, key)} {mask_uri(given)} conflicts with the value experiment {args.experiment!r} "
+              f"was started with: {mask_uri(stored)}", file=sys.stderr)
     if conflicts:
         print("--resume continues a search with its own settings; drop these flags (or start another "
               "--experiment to use them)", file=sys.stderr)
@@ -295,6 +304,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.address:
         check_reachable(args.address)
+    if not args.resume:
+        args.optuna_storage = args.optuna_storage or default_optuna_storage(args.storage_path)
+    if problems := environment_problems(tracking_uri(), args.storage_path, args.optuna_storage):
+        print("\n".join(f"error: {problem}" for problem in problems), file=sys.stderr)  # before any write
+        return 2
     if not args.resume and args.dataset != "synthetic":
         try:  # before anything is written: a wrong --data-root must not leave an empty experiment behind
             check_annotations(data_settings(args), args.dataset)
@@ -316,13 +330,18 @@ def main(argv=None) -> int:
     if args.resume and restore_settings(tracker, args):
         # The search continues as it was started; flags given now cannot change it half-way.
         args.budget = choose_budget(args.smoke, args.dataset)
+        try:  # kept masked in the registry: the real URL is given again (search/masking.py)
+            args.optuna_storage = reveal(args.optuna_storage, args.explicit.get("optuna_storage"))
+        except MaskedSecret as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         if search_finished(tracker):
             print(f"experiment {args.experiment} already finished ({len(tracker.ended_trials())} trials); "
                   "nothing to resume", flush=True)
             return 0
     else:
-        args.optuna_storage = args.optuna_storage or default_optuna_storage(args.storage_path)
         record_settings(tracker, args)
+    keep_optuna_storage(args.optuna_storage)  # for the searcher Tune unpickles and the checks at the end
     started = time.perf_counter()
     return run_search(args, tracker, where, base_trial_config(args, data_settings(args)), started)
 

@@ -19,9 +19,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
+import shutil
 import sqlite3
 import time
 from pathlib import Path
+
+from search.masking import mask_uri
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -127,6 +131,17 @@ def existing_optuna_storage(uri: str) -> str | None:
     return beside if beside is not None and Path(beside.removeprefix("sqlite:///")).exists() else None
 
 
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def experiment_name_problem(name: str) -> str | None:
+    """Why `name` cannot name an experiment (one directory in --storage-path, one MLflow experiment), or None."""
+    if EXPERIMENT_NAME.fullmatch(name) and ".." not in name:
+        return None
+    return (f"{name!r}: use letters, digits, '.', '_' and '-' (at most 200, starting with a letter or digit, no "
+            "'..'): the name is a directory in --storage-path and an MLflow experiment")
+
+
 def experiment_dir(storage_path: str, experiment: str) -> str:
     """Tune's experiment directory (a path or a remote URI)."""
     return f"{storage_path}/{experiment}"
@@ -166,10 +181,84 @@ def mlflow_ui_args(uri: str, port: int = MLFLOW_UI_PORT) -> list[str]:
 
 
 def mlflow_ui_command(uri: str | None = None) -> str:
-    """The command a search prints at its end to browse its runs."""
-    return " ".join(["mlflow", *mlflow_ui_args(uri or tracking_uri())])
+    """The command a search prints at its end to browse its runs (a password in the URI masked: the UI is started
+    with MLFLOW_TRACKING_URI's real one)."""
+    return mask_uri(" ".join(["mlflow", *mlflow_ui_args(uri or tracking_uri())]))
 
 
 def optuna_ui_args(storage: str, port: int = OPTUNA_UI_PORT) -> list[str]:
     """`optuna-dashboard` arguments serving the study storage on loopback."""
     return [storage, "--host", UI_HOST, "--port", str(port), "--quiet"]
+
+
+# -- the environment a search checks before it writes anything (search/run.py pre-flight) ---------------------------
+
+MLFLOW_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mssql", "file", "http", "https", "databricks",
+                  "databricks-uc", "uc")
+MIN_FREE_BYTES = 64 * 1024**2  # below this a search cannot write its checkpoints and Tune's state
+
+
+def writable_dir_problem(directory: Path) -> str | None:
+    """Why files cannot be created in `directory` (made where missing), or None: its nearest existing ancestor must
+    be a directory this process may write, on a file system with MIN_FREE_BYTES free."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        return f"{existing} has {free / 1024**2:.0f} MiB free (a search needs at least {MIN_FREE_BYTES // 1024**2})"
+    return None
+
+
+def sqlite_problem(uri: str) -> str | None:
+    """Why the sqlite store `sqlite:///PATH` cannot be written, or None."""
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if not str(db) or str(db) == ":memory:":
+        return "is not a file"
+    db = db.resolve()
+    if db.exists():
+        if not db.is_file():
+            return f"{db} is not a file"
+        if not os.access(db, os.R_OK | os.W_OK):
+            return f"{db} is read-only"
+    return writable_dir_problem(db.parent)
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """Why MLflow cannot track in `uri` (MLFLOW_TRACKING_URI), or None; checked before a search writes anything."""
+    if uri == "databricks":
+        return None
+    if "://" not in uri:
+        return (f"is a plain path, not a URI: use sqlite:///{Path(uri).resolve() / 'mlflow.db'} (a sqlite file, "
+                "created if missing) or a server's http://HOST:PORT")
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme.split("+", 1)[0] not in MLFLOW_SCHEMES:
+        return f"has an unknown scheme {scheme!r} (MLflow stores: {', '.join(MLFLOW_SCHEMES)})"
+    if scheme == "sqlite":
+        return sqlite_problem(uri) if uri.startswith("sqlite:///") else "needs three slashes: sqlite:///PATH"
+    if scheme == "file":
+        return writable_dir_problem(Path(uri.removeprefix("file://")))
+    return None
+
+
+def environment_problems(uri: str, storage_path: str, optuna_storage: str | None) -> list[str]:
+    """One line per store a search cannot write: the MLflow tracking URI, a local --storage-path and a sqlite
+    --optuna-storage; URIs masked (search/masking.py)."""
+    problems = []
+    problem = tracking_uri_problem(uri)
+    if problem:
+        problems.append(f"MLFLOW_TRACKING_URI={mask_uri(uri)} {problem}")
+    if "://" not in storage_path:
+        problem = writable_dir_problem(Path(storage_path))
+        if problem:
+            problems.append(f"--storage-path {storage_path}: {problem}")
+    if optuna_storage and optuna_storage.startswith("sqlite:"):
+        problem = sqlite_problem(optuna_storage) if optuna_storage.startswith("sqlite:///") \
+            else "needs three slashes: sqlite:///PATH"
+        if problem:
+            problems.append(f"--optuna-storage {mask_uri(optuna_storage)}: {problem}")
+    return problems

@@ -17,7 +17,10 @@ import pickle
 import time
 from pathlib import Path
 
+from optuna.storages import RDBStorage
 from ray.tune.search.optuna import OptunaSearch
+
+from search.masking import mask_uri, reveal
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +31,26 @@ RETRY_FOR_S = 600.0  # how long one write is retried (with back-off) before it i
 
 
 def study_storage(url: str):
-    """The RDB storage of `url`; a sqlite file waits SQLITE_BUSY_TIMEOUT_S for another writer instead of 5 s."""
-    import optuna
-
+    """The RDB storage of `url` (a masked one is revealed from the environment: search/masking.py); a sqlite file
+    waits SQLITE_BUSY_TIMEOUT_S for another writer instead of 5 s. Pickled (Tune saves the searcher), it keeps the
+    URL masked."""
+    url = reveal(url)
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if url.startswith("sqlite:") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    return StudyStorage(url, engine_kwargs=engine_kwargs)
+
+
+class StudyStorage(RDBStorage):
+    """Optuna's RDBStorage whose pickled state holds its URL masked: the password stays in the process environment
+    (search/masking.py OPTUNA_STORAGE_ENV), where unpickling finds it again."""
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["url"] = mask_uri(state["url"])
+        return state
+
+    def __setstate__(self, state):
+        state = {**state, "url": reveal(state["url"])}
+        super().__setstate__(state)
 
 
 def _retryable() -> tuple[type[BaseException], ...]:

@@ -19,6 +19,7 @@ from ray import tune
 from datasets.meta import DATASETS, SPLITS, metric_name
 # Also the pickle path of these two: experiments saved before they moved to search/journal.py unpickle through here.
 from search.journal import RunRegistry, Spool
+from search.masking import mask_uri, reveal
 from search.stores import BEST_CHECKPOINT, CHECKPOINT_FILES, artifact_location, open_tracking_store, tracking_uri
 
 LOGGED_EXTRA_METRICS = ("epoch_time_s",)
@@ -197,10 +198,12 @@ class MLflowTrialCallback(tune.Callback):
 
     def __getstate__(self):
         return {"experiment": self.tracker.experiment, "registry": str(self.tracker.registry.path),
-                "uri": self.tracker.uri, "base_config": self.base_config, "metric": self.metric, "sign": self.sign}
+                "uri": mask_uri(self.tracker.uri), "base_config": self.base_config, "metric": self.metric,
+                "sign": self.sign}
 
     def __setstate__(self, state):
-        self.__init__(SearchTracker(state["experiment"], Path(state["registry"]), state["uri"], connect=False),
+        uri = reveal(state["uri"], tracking_uri(), what="the MLflow tracking URI", how="set MLFLOW_TRACKING_URI")
+        self.__init__(SearchTracker(state["experiment"], Path(state["registry"]), uri, connect=False),
                       state["base_config"], state["metric"], "max" if state["sign"] > 0 else "min")
 
     # -- the Tune hooks: record the operation, then try to deliver everything queued ------------------------------
@@ -253,8 +256,8 @@ class MLflowTrialCallback(tune.Callback):
         except TRACKING_DOWN as err:
             if self._down_since is None:
                 self._down_since = time.monotonic()
-                print(f"MLflow unreachable ({type(err).__name__}: {str(err)[:200]}); queuing its records in "
-                      f"{self.spool.path} until it returns", flush=True)
+                print(f"MLflow unreachable ({type(err).__name__}: {mask_uri(str(err))[:200]}); queuing its records "
+                      f"in {self.spool.path} until it returns", flush=True)
         finally:
             if done:
                 self.spool.replace(pending[done:])

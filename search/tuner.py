@@ -16,6 +16,7 @@ import time
 
 from datasets.meta import get as dataset_meta
 from datasets.meta import metric_name
+from search.masking import mask_uri
 from search.spaces import SPACES, canonical
 from search.stores import mlflow_ui_command, tracking_uri, train_storage
 
@@ -28,12 +29,15 @@ RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_
                     "dataset", "data_root", "train_root", "det_file", "model", "searcher", "scheduler",
                     "multi_objective", "optuna_storage", "clean_metric")
 PATH_SETTINGS = ("data_root", "train_root", "det_file")  # the same file however it is spelled
+MASKED_SETTINGS = ("optuna_storage",)  # stored with their credentials masked (search/masking.py)
 
 
 def record_settings(tracker, args) -> None:
-    """Keep the new search's settings in its run registry, for `--resume`."""
+    """Keep the new search's settings in its run registry, for `--resume`; a URI's password is kept masked (the
+    resume is given it again: search/run.py)."""
     with tracker.registry.editing() as data:
-        data["settings"] = {key: getattr(args, key) for key in RESUMED_SETTINGS}
+        data["settings"] = {key: mask_uri(getattr(args, key)) if key in MASKED_SETTINGS else getattr(args, key)
+                            for key in RESUMED_SETTINGS}
 
 
 def restore_settings(tracker, args) -> bool:
@@ -59,6 +63,8 @@ def resume_conflicts(tracker, given: dict) -> list[tuple[str, object, object]]:
         before = stored[key]
         if key == "space":
             value, before = canonical(value), canonical(before)
+        if key in MASKED_SETTINGS and value and before and before == mask_uri(before):
+            value, before = mask_uri(value), mask_uri(before)  # the real URL given again for a masked one
         same = value == before or (key in PATH_SETTINGS and value and before
                                    and os.path.realpath(value) == os.path.realpath(before))
         if not same:
@@ -169,7 +175,7 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
     parent = tracker.start_parent(
         run_name=f"search-{args.space}",
         params={"space": args.space, "searcher": f"optuna-{args.searcher}", "scheduler": args.scheduler,
-                "metric": args.metric, "multi_objective": args.multi_objective, "optuna_storage": args.optuna_storage,
+                "metric": args.metric, "multi_objective": args.multi_objective, "optuna_storage": mask_uri(args.optuna_storage),
                 "num_samples": args.num_samples, "epochs": args.epochs, "grace_period": args.grace_period,
                 "seed": args.seed, "smoke": args.smoke, "dataset": args.dataset,
                 **{f"base.{k}": v for k, v in base_flat.items()}},
@@ -243,7 +249,7 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
             tracker.client.log_metric(parent, f"best/{key}", value)
     tracker.client.log_dict(parent, summary, "search_summary.json")
     print(json.dumps(summary, indent=1, default=str))
-    print(f"\nMLflow runs: {mlflow_ui_command(tracking_uri())}  (experiment {args.experiment!r})")
+    print(f"\nMLflow runs: {mlflow_ui_command(tracking_uri())}  (experiment {args.experiment!r})")  # masked
     if not complete:
         tracker.mark_unfinished_killed()
     from search.consistency import report as check_books
