@@ -23,6 +23,7 @@ from pathlib import Path
 
 from datasets import atomic
 from datasets.cli import non_negative_int, output_dir, output_dir_problem
+from search.masking import mask_uri
 from search.stores import REPORTS_DIR, open_tracking_store, tracking_uri
 
 
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--experiment", required=True, help="the search's MLflow experiment (search/run.py --experiment)")
     p.add_argument("--out", type=output_dir, help="output directory (default reports/EXPERIMENT)")
-    p.add_argument("--tracking-uri", default=tracking_uri())
+    p.add_argument("--tracking-uri", default=None,
+                   help="the MLflow tracking store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--optuna-storage", help="the study's storage (default: the parent run's optuna_storage param)")
     p.add_argument("--baseline-run", help="MLflow run of a model trained without occlusion, for the comparison "
                    "table when the search itself has no such trial")
@@ -122,13 +124,13 @@ def render_html(search, tables, figures, model: dict | None, out: Path) -> Path:
 
 def build_report(args) -> dict:
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     from dashboards.figures import all_figures, load_study
     from dashboards.registry import register_best_model
     from dashboards.search_data import load_search, trial_from_run
     from dashboards.tables import all_tables
 
+    args.tracking_uri = args.tracking_uri or tracking_uri()
     # mlflow.pytorch uses the default client: point it at the same store.
     os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -190,7 +192,7 @@ def open_client(uri: str):
     except Exception as err:  # noqa: BLE001 - MLflow, sqlalchemy and OS errors alike
         first = str(err).splitlines()[0][:300] if str(err) else ""
         raise SystemExit(f"report.py: error: --tracking-uri (or MLFLOW_TRACKING_URI): the tracking store cannot be "
-                         f"opened: {type(err).__name__}: {first}") from None
+                         f"opened: {type(err).__name__}: {mask_uri(first)}") from None
     return client
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from datasets import validation
 from datasets.skeletons import Skeleton
-from datasets.validation import AnnotationError, read_json  # noqa: F401  (re-exported: callers catch it here)
+from datasets.validation import read_json
 
 # HRNet's MPII convention: `scale` is the person height / 200 px, and the centre sits 15 px (x scale) too high;
 # centre and joints are 1-based (MATLAB) pixels.
