@@ -43,6 +43,24 @@ def port(text: str) -> int:
     return value
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or its nearest ancestor that exists (where mkdir -p would start creating)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def directory_problem(existing: Path) -> str | None:
+    """Why files cannot be created in the existing path `existing`, or None: it is not a directory, or this process
+    may not write there."""
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def output_dir_problem(path: Path) -> str | None:
     """Why `path` cannot be (or become) a writable output directory, or None: an existing file or other
     non-directory, a directory that is not writable, or a nearest existing ancestor that is a file or unwritable
@@ -51,15 +69,9 @@ def output_dir_problem(path: Path) -> str | None:
     if path.exists() and not path.is_dir():
         return f"{path} exists and is not a directory"
     if path.is_dir():
-        return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable"
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        return f"cannot create {path}: {ancestor} is not a directory"
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"cannot create {path}: {ancestor} is not writable"
-    return None
+        return directory_problem(path)
+    problem = directory_problem(nearest_existing(path.parent))
+    return f"cannot create {path}: {problem}" if problem else None
 
 
 def output_dir(text: str) -> Path:

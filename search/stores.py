@@ -25,6 +25,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from datasets.cli import directory_problem, nearest_existing
 from search.masking import mask_uri
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -201,13 +202,10 @@ MIN_FREE_BYTES = 64 * 1024**2  # below this a search cannot write its checkpoint
 def writable_dir_problem(directory: Path) -> str | None:
     """Why files cannot be created in `directory` (made where missing), or None: its nearest existing ancestor must
     be a directory this process may write, on a file system with MIN_FREE_BYTES free."""
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is not a directory"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
+    existing = nearest_existing(directory)
+    problem = directory_problem(existing)
+    if problem:
+        return problem
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
         return f"{existing} has {free / 1024**2:.0f} MiB free (a search needs at least {MIN_FREE_BYTES // 1024**2})"
