@@ -187,7 +187,7 @@ def open_client(uri: str):
     from mlflow.tracking import MlflowClient
 
     try:
-        client = MlflowClient(open_tracking_store(uri, wait_s=10))
+        client = MlflowClient(open_tracking_store(uri, wait_s=10, create=False))
         client.search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - MLflow, sqlalchemy and OS errors alike
         first = str(err).splitlines()[0][:300] if str(err) else ""

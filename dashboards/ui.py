@@ -26,8 +26,9 @@ import urllib.request
 from pathlib import Path
 
 from datasets.cli import port as port_number
+from search.masking import mask_uri
 from search.stores import (MLFLOW_UI_PORT, OPTUNA_UI_PORT, mlflow_ui_args, open_tracking_store, optuna_ui_args,
-                           tracking_uri)
+                           tracking_uri, tracking_uri_problem)
 from search.stores import UI_HOST as HOST
 # optuna.db beside a sqlite MLflow store, where search/run.py puts the study by default, if it is there.
 from search.stores import existing_optuna_storage as default_optuna_storage
@@ -166,6 +167,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-optuna", dest="optuna", action="store_false", help="start the MLflow UI only")
     parser.add_argument("--logs", type=Path, default=Path(".cache/ui"), help="where the servers' output goes")
     args = parser.parse_args(argv)
+    if problem := tracking_uri_problem(args.tracking_uri):
+        parser.error(f"--tracking-uri (or MLFLOW_TRACKING_URI) {mask_uri(args.tracking_uri)} {problem}")
     storage = (args.optuna_storage or default_optuna_storage(args.tracking_uri)) if args.optuna else None
     # A port another server holds is refused before anything starts (exit 2, naming the port and its holder):
     # started anyway, our server would fail to bind while the printed address opened that other server.

@@ -27,6 +27,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     value = _int(text)
@@ -80,4 +91,12 @@ def output_dir(text: str) -> Path:
     problem = output_dir_problem(path)
     if problem:
         raise argparse.ArgumentTypeError(problem)
+    return path
+
+
+def existing_dir(text: str) -> Path:
+    """A directory that exists (an input: a dataset root, an image directory)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: no such directory")
     return path

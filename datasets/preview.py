@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from datasets import atomic, meta
-from datasets.cli import non_negative_int, output_dir, positive_int
+from datasets.cli import existing_dir, non_negative_int, output_dir, positive_int
 from datasets.annotations import load_records
 from datasets.layouts import resolve
 from datasets.occlusion import LJA, LJAConfig, RandomOccluders, visible_limb_joints
@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", required=True,
                    choices=sorted(d for d in meta.DATASETS if d != "synthetic") + ["synthetic"])
-    p.add_argument("--data-root", required=True, type=Path,
-                   help="image directory of --ann, or the dataset root in its official layout (then its val split)")
+    p.add_argument("--data-root", type=existing_dir,
+                   help="image directory of --ann, or the dataset root in its official layout (then its val split); "
+                        "not for synthetic, whose generated val_occ split is shown")
     p.add_argument("--ann", type=Path, help="annotation file (COCO json, or the MPII json)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--aug", choices=AUGMENTATIONS, help="training augmentation to show")
@@ -92,6 +93,11 @@ def make_transform(args, skeleton):
 
 
 def annotation_source(args) -> tuple[Path, Path]:
+    if args.dataset == "synthetic":
+        from datasets.synthetic import SyntheticSpec, ensure_dataset
+
+        paths = ensure_dataset(SyntheticSpec(seed=args.seed))  # generated once, cached under OCCPOSE_CACHE
+        return paths.annotations["val_occ"], paths.images["val"]
     if args.ann:
         return args.ann, args.data_root
     layout = resolve(args.dataset, args.data_root)
@@ -127,6 +133,9 @@ def preview(args) -> dict:
                             "shape": o.shape} for o in crop.occlusions],
         })
         tiles.append(draw(crop, skeleton))
+    if not samples:
+        raise ValueError(f"none of the {len(dataset)} chosen persons' images could be read under {images} (see the "
+                         "lines above): check --data-root")
     ok, png = cv2.imencode(".png", contact_sheet(tiles))
     if not ok:
         raise ValueError("the contact sheet could not be encoded as PNG")
@@ -162,11 +171,19 @@ def contact_sheet(tiles: list[np.ndarray], columns: int = 6) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.dataset != "synthetic" and args.data_root is None:
+        parser.error(f"--data-root is required for --dataset {args.dataset}")
+    if args.dataset == "synthetic" and (args.data_root or args.ann):
+        parser.error("--dataset synthetic is generated: it takes neither --data-root nor --ann")
     try:
         result = preview(args)
     except ValueError as err:  # unknown part, bad probabilities, a malformed annotation, a wrong layout
         print(f"preview.py: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # --out cannot be created or written (checked up front as far as it can be)
+        print(f"preview.py: error: --out {args.out}: {err.strerror or err}", file=sys.stderr)
         return 2
     print(f"{len(result['samples'])} crops, {sum(len(s['occlusions']) for s in result['samples'])} occlusions -> "
           f"{args.out / 'preview.png'}, {args.out / 'occlusions.json'}")

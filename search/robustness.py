@@ -22,6 +22,7 @@ from pathlib import Path
 from datasets.cli import non_negative_int, output_dir
 from datasets.occlusion.attacks import ATTACKS
 from datasets.meta import DATASETS
+from search.masking import mask_uri
 from search.stores import fetch_checkpoint, open_tracking_store, tracking_uri
 from trainables.robustness import DEFAULT_ATTACKS, check_attacks, load_trial, sweep, write_report
 
@@ -65,11 +66,11 @@ def open_store(run_id: str | None):
 
     uri = tracking_uri()
     try:
-        client = MlflowClient(open_tracking_store(uri, wait_s=10))
+        client = MlflowClient(open_tracking_store(uri, wait_s=10, create=run_id is None))  # a lookup creates nothing
         client.search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - MLflow, sqlalchemy and OS errors alike
         raise SystemExit(f"robustness.py: error: the tracking store (MLFLOW_TRACKING_URI) cannot be opened: "
-                         f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}") from None
+                         f"{type(err).__name__}: {mask_uri(str(err).splitlines()[0][:300]) if str(err) else ''}") from None
     try:
         if run_id:
             client.get_run(run_id)

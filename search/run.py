@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasets.cli import non_negative_float, positive_int
 from datasets.meta import DATASETS
 from search.masking import MaskedSecret, keep_optuna_storage, mask_uri, reveal
 from search.spaces import ALIASES, SPACES, canonical
@@ -54,30 +55,11 @@ def choose_budget(smoke: bool, dataset: str) -> Budget:
     return SMOKE_BUDGET if smoke else DEFAULT_BUDGET if dataset == "synthetic" else REAL_DATA_BUDGET
 
 
-def bounded(kind, minimum, label: str):
-    """An argparse type: `kind` parsed from text, at least `minimum`; argparse turns errors into exit 2."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {label}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {label}, got {value}")
-        return value
-
-    return parse
-
-
-positive_int = bounded(int, 1, "a positive integer")
-
-
 def experiment_name(text: str) -> str:
     """An argparse type: a name that is one directory in --storage-path and one MLflow experiment."""
     if problem := experiment_name_problem(text):
         raise argparse.ArgumentTypeError(problem)
     return text
-non_negative_float = bounded(float, 0.0, "a number >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,7 +306,13 @@ def main(argv=None) -> int:
             else "does not exist; check --experiment and --storage-path"
         print(f"error: experiment {args.experiment!r} in {args.storage_path} {problem}", file=sys.stderr)
         return 2
-    tracker = SearchTracker(args.experiment, run_registry_path(args.storage_path, args.experiment))
+    try:
+        tracker = SearchTracker(args.experiment, run_registry_path(args.storage_path, args.experiment))
+    except Exception as err:  # noqa: BLE001 - MLflow, sqlalchemy and network errors alike: nothing started yet
+        first = str(err).splitlines()[0][:300] if str(err) else ""
+        print(f"error: the tracking store MLFLOW_TRACKING_URI={mask_uri(tracking_uri())} cannot be opened: "
+              f"{type(err).__name__}: {mask_uri(first)}", file=sys.stderr)
+        return 1
     if args.resume and refuse_resume_conflicts(args, tracker):
         return 2
     if args.resume and restore_settings(tracker, args):

@@ -44,18 +44,20 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
 
 
-def open_tracking_store(uri: str | None = None, wait_s: float = 120.0) -> str:
+def open_tracking_store(uri: str | None = None, wait_s: float = 120.0, create: bool = True) -> str:
     """Open the MLflow store `uri` once, creating or upgrading its schema, and return `uri`. For a sqlite store
     our processes take turns on a lock file beside it (`<db>.lock`), and a schema another process is creating at
     the same moment (its alembic migration, e.g. `mlflow ui`) is waited for and retried; the error is raised after
-    `wait_s`. A committed leftover of a migration that died half-way (`_alembic_tmp_*`) is removed before a retry
+    `wait_s`. With create=False a missing sqlite file raises FileNotFoundError instead. A committed leftover of a migration that died half-way (`_alembic_tmp_*`) is removed before a retry
     and after a successful open."""
     from mlflow.tracking import MlflowClient
 
     uri = uri or tracking_uri()
-    db = Path(uri.removeprefix("sqlite:///")).resolve() if uri.startswith("sqlite:///") else None
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve() if uri.startswith("sqlite:///") else None
     if db is None:
         return uri
+    if not create and not db.is_file():  # a lookup (report, robustness) must not leave an empty store behind
+        raise FileNotFoundError(f"no MLflow store at {db} (point the tracking URI at the search's store)")
     db.parent.mkdir(parents=True, exist_ok=True)
     deadline, delay = time.monotonic() + wait_s, 0.2
     with _locked(db.with_name(db.name + ".lock")):
@@ -240,6 +242,24 @@ def tracking_uri_problem(uri: str) -> str | None:
         return sqlite_problem(uri) if uri.startswith("sqlite:///") else "needs three slashes: sqlite:///PATH"
     if scheme == "file":
         return writable_dir_problem(Path(uri.removeprefix("file://")))
+    return driver_problem(uri)
+
+
+DATABASE_SCHEMES = ("postgresql", "postgres", "mysql", "mssql", "oracle")
+
+
+def driver_problem(url: str) -> str | None:
+    """Why SQLAlchemy cannot load the database driver a `postgresql://`, `mysql://`, ... URL names, or None (also
+    for URLs that are no database's); no connection is made."""
+    if url.split("://", 1)[0].split("+", 1)[0].lower() not in DATABASE_SCHEMES:
+        return None
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(url).get_dialect().import_dbapi()
+    except Exception as err:  # noqa: BLE001 - ImportError, NoSuchModuleError, ArgumentError alike
+        return (f"names a database whose driver cannot be loaded ({type(err).__name__}: {mask_uri(str(err))}); "
+                "install the driver into .venv (e.g. psycopg[binary] for postgresql)")
     return None
 
 
@@ -259,4 +279,6 @@ def environment_problems(uri: str, storage_path: str, optuna_storage: str | None
             else "needs three slashes: sqlite:///PATH"
         if problem:
             problems.append(f"--optuna-storage {mask_uri(optuna_storage)}: {problem}")
+    elif optuna_storage and (problem := driver_problem(optuna_storage)):
+        problems.append(f"--optuna-storage {mask_uri(optuna_storage)} {problem}")
     return problems

@@ -117,6 +117,18 @@ def _spoiled(spoil):
     return setup
 
 
+def _unreadable_images(directory: Path):
+    """A valid COCO annotation file whose images are nowhere under --data-root."""
+    keypoints = [10, 10, 2] * 17
+    (directory / "ann.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "missing.jpg", "width": 64, "height": 96}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": keypoints, "num_keypoints": 17,
+                         "iscrowd": 0, "area": 800.0, "bbox": [2, 2, 30, 60]}],
+        "categories": [{"id": 1, "name": "person"}]}))
+    (directory / "images").mkdir()
+
+
+COCO_PREVIEW = [str(ROOT / "datasets" / "preview.py"), "--dataset", "coco", "--aug", "lja"]
 CHECKPOINT = ROBUSTNESS + ["--checkpoint", "ckpt", "--out", "out"]
 CASES = {
     **{f"robustness: {name}": Case(CHECKPOINT, 2, named, _spoiled(spoil)) for name, (spoil, named) in SPOILED.items()},
@@ -143,7 +155,19 @@ CASES = {
     "preview: --n 0": Case(PREVIEW + ["--data-root", ".", "--out", "out", "--n", "0"], 2, "--n"),
     "preview: --seed -1": Case(PREVIEW + ["--data-root", ".", "--out", "out", "--seed", "-1"], 2, "--seed"),
     "preview: --out an existing file": Case(PREVIEW + ["--data-root", ".", "--out", "file"], 2, "--out"),
+    "preview: --data-root that does not exist": Case(COCO_PREVIEW + ["--data-root", "nope", "--out", "out"], 2,
+                                                     "--data-root"),
+    "preview: no readable image under --data-root": Case(COCO_PREVIEW + ["--data-root", "images", "--ann", "ann.json",
+                                                                         "--out", "out"], 2, "--data-root",
+                                                         _unreadable_images),
+    "preview: synthetic with a --data-root": Case(PREVIEW + ["--data-root", ".", "--out", "out"], 2, "--data-root"),
     "report: --out an existing file": Case(REPORT + ["--out", "file"], 2, "--out"),
+    "report: a store that does not exist": Case(REPORT + ["--out", "out"], 1, "no MLflow store",
+                                                store="sqlite:///nothing-here.db"),
+    "robustness: --run-id in a store that does not exist": Case(ROBUSTNESS + ["--run-id", "0123", "--out", "out"], 1,
+                                                                "no MLflow store", store="sqlite:///nothing-here.db"),
+    "ui: a plain path as --tracking-uri": Case(UI + ["--tracking-uri", "relative/x", "--logs", "logs"], 2,
+                                               "plain path"),
     "report: --robustness-max-samples -1": Case(REPORT + ["--robustness-max-samples", "-1"], 2,
                                                 "--robustness-max-samples"),
     "report: unknown attack": Case(REPORT + ["--attacks", "nope"], 2, "--attacks"),
@@ -201,6 +225,6 @@ def test_bad_input_is_refused(case, outcomes):
     assert status == expected.status, (status, stderr[-3000:])
     assert "Traceback" not in stderr, stderr[-3000:]
     assert expected.named in stderr, stderr[-3000:]
-    if expected.setup:  # a spoiled checkpoint is named by its directory too
+    if expected.setup and "ckpt" in expected.argv:  # a spoiled checkpoint is named by its directory too
         assert "ckpt" in stderr or expected.store, stderr[-3000:]
     assert not left, f"left behind: {sorted(map(str, left))}"

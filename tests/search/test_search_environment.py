@@ -1,6 +1,7 @@
 """search/run.py's pre-flight of the environment (issue 15 items 2, 3, 6): bad tracking URIs, storage paths and
 sqlite stores, and bad --experiment names, each refused with exit 2 naming what is wrong, before anything is
 written; each local search's Ray state API pointed at its own Ray."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -35,9 +36,21 @@ def test_tracking_uris_mlflow_cannot_use_are_named(uri, says):
 
 
 def test_valid_tracking_uris_pass(tmp_path):
-    for uri in (f"sqlite:///{tmp_path / 'new' / 'm.db'}", "http://127.0.0.1:5000", "postgresql+psycopg2://u:p@h/db",
-                "databricks", tmp_path.as_uri()):
+    for uri in (f"sqlite:///{tmp_path / 'new' / 'm.db'}", "http://127.0.0.1:5000", "databricks", tmp_path.as_uri()):
         assert tracking_uri_problem(uri) is None, uri
+
+
+def test_a_database_whose_driver_is_missing_is_named_before_anything_is_written(tmp_path):
+    """This environment has no PostgreSQL driver: a postgresql:// store (MLflow's or Optuna's) would fail deep inside
+    SQLAlchemy after the search had created its experiment; the pre-flight names the driver instead."""
+    pytest.importorskip("sqlalchemy")
+    if importlib.util.find_spec("psycopg2") or importlib.util.find_spec("psycopg"):
+        pytest.skip("a PostgreSQL driver is installed here")
+    problem = tracking_uri_problem("postgresql+psycopg2://u:SECRET@127.0.0.1:1/db")
+    assert problem and "psycopg2" in problem and "driver" in problem
+    problems = environment_problems("http://127.0.0.1:5000", str(tmp_path / "ray"), "postgresql://u:SECRET@h/db")
+    assert len(problems) == 1 and problems[0].startswith("--optuna-storage postgresql://u:***@h/db")
+    assert "SECRET" not in problems[0] and not (tmp_path / "ray").exists()
 
 
 def test_a_file_where_a_directory_is_expected_is_named(tmp_path):
