@@ -41,7 +41,7 @@ def input_example(cfg):
     import numpy as np
 
     from datasets import meta
-    from datasets.topdown.codec import HeatmapCodec
+    from trainables.build import build_codec
     from datasets.evaluation.metrics import quiet
     from datasets.topdown.dataset import TopDownDataset
     from datasets.evaluation.splits import load_eval_split
@@ -52,7 +52,7 @@ def input_example(cfg):
         with quiet():
             split = load_eval_split(meta.get(data.dataset).protocol, data.val_ann, data.val_images, skeleton, 1,
                                     gt_mat=data.val_gt, visibility_splits=False)
-        codec = HeatmapCodec((data.input_h, data.input_w), sigma=data.sigma, decode=data.decode)
+        codec = build_codec(cfg)
         return TopDownDataset(split.records, skeleton, codec, train=False)[0]["image"][None].numpy()
     except (OSError, ValueError, IndexError, TypeError):
         return np.zeros((1, 3, data.input_h, data.input_w), dtype=np.float32)

@@ -15,6 +15,7 @@ from typing import Any
 
 from datasets import meta
 from datasets.occlusion import LJAConfig, OcclusionConfig, occludes
+from datasets.topdown.codec import ENCODINGS
 from trainables.losses import LossConfig
 from trainables.oasnet import OASNetConfig
 
@@ -38,6 +39,7 @@ class DataConfig:
     input_w: int = 64
     sigma: float = 2.0
     decode: str = "dark"  # heatmap sub-pixel refinement: "dark" or "shift"
+    codec: str = "msra"  # heatmap encoding and crop warp: "msra" (HRNet's) or "udp" (Huang et al. 2020, as MMPose)
     flip_test: bool = False  # average the heatmaps of each evaluation crop and its mirror image
     # Geometric augmentation. These defaults are the synthetic-CPU recipe (trainables/presets.py): they suit the
     # embedded synthetic data, whose figures already vary in scale and lean; on a short budget extra rotation only
@@ -61,6 +63,8 @@ class DataConfig:
             raise ValueError(f"data.dataset: {err}") from None
         if self.decode not in ("dark", "shift"):
             raise ValueError(f"data.decode must be 'dark' or 'shift', got {self.decode!r}")
+        if self.codec not in ENCODINGS:
+            raise ValueError(f"data.codec must be one of {ENCODINGS}, got {self.codec!r}")
         if self.det_split not in ("val", "val_occ"):
             raise ValueError(f"data.det_split must be 'val' or 'val_occ', got {self.det_split!r}")
         for name in ("flip_p", "half_body_p", "photometric_p", "rotation_p"):
@@ -94,10 +98,14 @@ class ModelConfig:
         return self
 
 
+OPTIMIZERS = ("adam", "rmsprop")
+
+
 @dataclass
 class OptimConfig:
     epochs: int = 10
     batch_size: int = 16  # on a CPU budget, more updates per image beat larger batches
+    optimizer: str = "adam"  # one of OPTIMIZERS (rmsprop: the stacked hourglass's and OASNet's, presets.py)
     lr: float = 1e-3
     # The papers decay by 10x at epochs 170 and 200 of 210; kept as fractions of the epoch budget.
     lr_decay_at: tuple[float, ...] = (170 / 210, 200 / 210)
@@ -109,6 +117,8 @@ class OptimConfig:
                 raise ValueError(f"optim.{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optim.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not all(0.0 <= f <= 1.0 for f in self.lr_decay_at):
             raise ValueError(f"optim.lr_decay_at must be fractions of the epoch budget in [0, 1], got "
                              f"{self.lr_decay_at}")

@@ -8,7 +8,6 @@ from collections import defaultdict
 import numpy as np
 import torch
 from datasets.topdown.codec import HeatmapCodec
-from datasets.topdown.codec import unflip_heatmaps
 from datasets.evaluation.scoring import Predictions
 from datasets.topdown.geometry import transform_points
 from datasets.topdown.dataset import collate_skip_none, TopDownDataset
@@ -105,7 +104,7 @@ def predict(model, dataset: TopDownDataset, codec: HeatmapCodec, device, batch_s
         heatmaps = model(images).float()
         if flip_test:
             flipped = model(images.flip(-1)).float()
-            heatmaps = 0.5 * (heatmaps + unflip_heatmaps(flipped, dataset.skeleton.flip_index, codec.stride))
+            heatmaps = 0.5 * (heatmaps + codec.unflip(flipped, dataset.skeleton.flip_index))
         xy, score = codec.decode(heatmaps.cpu())
         for i, index in enumerate(batch["index"].tolist()):
             pred.coords[index] = transform_points(xy[i].numpy().astype(np.float64), dataset.inverse_matrix(index))

@@ -12,11 +12,19 @@ import torchvision
 from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_INPUT_HW: dict[str, tuple[int, int]] = {}  # models described at another input than DEFAULT_INPUT_HW
+_STRIDE: dict[str, int] = {}  # models whose heatmaps are not at 1/4 of the input
 
 
-def register(name: str):
+def register(name: str, input_hw: tuple[int, int] | None = None, stride: int = 4):
+    """Register a factory(num_keypoints, pretrained, **kwargs) under `name`; `input_hw` (h, w) is the input its
+    paper describes it at (default DEFAULT_INPUT_HW), `stride` the input/heatmap ratio of its output."""
     def wrap(factory):
         _REGISTRY[name] = factory
+        if input_hw is not None:
+            _INPUT_HW[name] = tuple(input_hw)
+        if stride != 4:
+            _STRIDE[name] = stride
         return factory
 
     return wrap
@@ -39,7 +47,27 @@ DEFAULT_INPUT_HW: tuple[int, int] = (256, 192)
 
 def default_input(name: str) -> tuple[int, int]:
     """The input (h, w) `name` is described and tested at."""
-    return DEFAULT_INPUT_HW
+    return _INPUT_HW.get(name, DEFAULT_INPUT_HW)
+
+
+def output_stride(name: str) -> int:
+    """Input pixels per heatmap cell of `name`'s output (4 for most; 1 for SRPose's full-resolution heatmaps)."""
+    check_name(name)
+    return _STRIDE.get(name, 4)
+
+
+def stage_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every supervised heatmap of one forward pass, the evaluated one last: a multi-output model's (intermediate
+    supervision: Hourglass stacks, SRPose stages) called as model(x, all_outputs=True) - through a DDP wrapper's
+    own forward, so that gradients are synchronised - or [model(x)]."""
+    bare = getattr(model, "module", model)
+    return model(x, all_outputs=True) if getattr(bare, "multi_output", False) else [model(x)]
+
+
+def stage_weights(model: nn.Module) -> tuple[float, ...]:
+    """The loss weight of each of `stage_outputs`' heatmaps (all 1 but SRPose's 1/32 map)."""
+    bare = getattr(model, "module", model)
+    return tuple(getattr(bare, "stage_weights", (1.0,)))
 
 
 def create_model(name: str, num_keypoints: int = 17, pretrained: bool | str = False, **kwargs) -> nn.Module:
@@ -181,14 +209,34 @@ class ViTPose(nn.Module):
 
 register("vitpose_b")(lambda num_keypoints, **kw: ViTPose(num_keypoints, **kw))
 
+# Imported here, after the helpers above, and re-exported: pickled models refer to trainables.models.<Class>.
+from trainables.hourglass import StackedHourglass  # noqa: E402
+from trainables.srpose import OUTPUT_STRIDE as SRPOSE_STRIDE, SRPose  # noqa: E402
+
+for _stacks in (1, 2, 4, 8):
+    register(f"hourglass_{_stacks}stack", input_hw=(256, 256))(
+        lambda num_keypoints, stacks=_stacks, **kw: StackedHourglass(stacks, num_keypoints, **kw))
+register("srpose_hrnet_w32", stride=SRPOSE_STRIDE)(lambda num_keypoints, **kw: SRPose(num_keypoints, 32, **kw))
+
+
+def inference_parameters(model: nn.Module) -> int:
+    """Parameters of the network inference runs, as papers tabulate them: all but those of heads that exist only
+    to supervise intermediate stages and feed nothing the evaluated output depends on (a model's
+    `training_only` attribute names them: SRPose's intermediate SR heads)."""
+    dropped = {id(p) for name in getattr(model, "training_only", ()) for p in getattr(model, name).parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in dropped)
+
 
 def describe(name: str, num_keypoints: int = 17) -> dict:
-    """{"params_m", "gflops" (multiply-adds of one forward pass, in 1e9), "input": [h, w]} at the default input
-    (`default_input`)."""
+    """{"params_m" (inference_parameters), "train_params_m" (every trained parameter), "gflops" (multiply-adds of
+    one inference forward pass, in 1e9), "input": [h, w], "stride": input pixels per heatmap cell} at the default
+    input (`default_input`)."""
     model = create_model(name, num_keypoints)
     input_hw = default_input(name)
-    return {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-            "gflops": round(count_flops(model, input_hw) / 2 / 1e9, 3), "input": list(input_hw)}
+    return {"params_m": round(inference_parameters(model) / 1e6, 3),
+            "train_params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+            "gflops": round(count_flops(model, input_hw) / 2 / 1e9, 3), "input": list(input_hw),
+            "stride": output_stride(name)}
 
 
 def count_flops(model: nn.Module, input_hw: tuple[int, int]) -> int:

@@ -9,6 +9,9 @@
   dataset's input size (datasets.meta: 256x192 COCO, 256x256 MPII).
 - `smoke`: a real dataset checked end to end in minutes: HRNet's augmentation (so every transform runs) on the
   smallest model at the synthetic input size.
+- `oasnet_hourglass`: OASNet's ablation setting (Zhou et al., ECCV 2020): the 2-stack hourglass at 256x256 on MPII,
+  RMSprop at lr 5e-4, x0.1 at epochs 150, 170 and 200 of 220 - kept as fractions of whatever epoch budget the
+  trial has - with MPII's augmentation and flip test (`OASNET_HOURGLASS`).
 
 Recipes are flat TrialConfig keys (`data.rotation`, ...): `TrialConfig().replace(**recipe(name))`.
 """
@@ -29,6 +32,10 @@ HRNET_AUGMENTATION = {"data.scale_factor": 0.35, "data.rotation": 45.0, "data.ro
 HRNET_MPII_AUGMENTATION = {**HRNET_AUGMENTATION, "data.scale_factor": 0.25, "data.rotation": 30.0,
                            "data.half_body_p": 0.0}
 HRNET_MODEL = "simplebaseline_r50"
+
+# OASNet's hourglass recipe: optimiser, learning rate and its step schedule over the paper's 220 epochs.
+OASNET_HOURGLASS = {"model.name": "hourglass_2stack", "optim.optimizer": "rmsprop", "optim.lr": 5e-4,
+                    "optim.lr_decay_at": (150 / 220, 170 / 220, 200 / 220)}
 
 
 def _defaults(section, prefix: str, names) -> dict[str, Any]:
@@ -52,8 +59,12 @@ def _smoke() -> dict[str, Any]:
             **_defaults(DataConfig, "data", AUGMENTATION_KEYS), **HRNET_AUGMENTATION}
 
 
+def _oasnet_hourglass() -> dict[str, Any]:
+    return {**_hrnet("mpii"), **OASNET_HOURGLASS}
+
+
 RECIPES = {"synthetic": _synthetic, "smoke": _smoke, "hrnet_coco": lambda: _hrnet("coco"),
-           "hrnet_mpii": lambda: _hrnet("mpii")}
+           "hrnet_mpii": lambda: _hrnet("mpii"), "oasnet_hourglass": _oasnet_hourglass}
 
 
 def recipe(name: str) -> dict[str, Any]:

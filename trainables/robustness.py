@@ -55,7 +55,7 @@ def sweep(model, cfg, attacks=DEFAULT_ATTACKS, radii=DEFAULT_RADII, split: str =
     import torch
 
     from datasets.occlusion.attacks import make_attack
-    from datasets.topdown.codec import HeatmapCodec
+    from trainables.build import build_codec
     from datasets.meta import get as dataset_meta
     from datasets.topdown.dataset import TopDownDataset
     from trainables.engine import evaluate
@@ -70,7 +70,7 @@ def sweep(model, cfg, attacks=DEFAULT_ATTACKS, radii=DEFAULT_RADII, split: str =
         raise ValueError(f"the trial has no {split} split")
     loaded = load_eval_split(meta.protocol, ann, images, skeleton, max_samples,
                              gt_mat=data.val_gt if split == "val" else "", visibility_splits=False)
-    codec = HeatmapCodec((data.input_h, data.input_w), sigma=data.sigma, decode=data.decode)
+    codec = build_codec(cfg)
     key = meta.main_key
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device)

@@ -22,7 +22,7 @@ from datasets.topdown.augment import Augment
 from datasets.topdown.codec import HeatmapCodec
 from datasets.topdown.dataset import TopDownDataset
 from trainables import checkpoint
-from trainables.build import build_loss, build_model
+from trainables.build import build_codec, build_loss, build_model, build_optimizer
 from trainables.config import TrialConfig
 from trainables.engine import evaluate, train_one_epoch
 from trainables.hardware import peak_flops
@@ -58,7 +58,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
     torch.set_num_threads(cfg.runtime.threads_per_worker or cfg.runtime.cpus_per_worker)
     data = cfg.data
     skeleton = meta.get(data.dataset).skeleton
-    codec = HeatmapCodec((data.input_h, data.input_w), sigma=data.sigma, decode=data.decode)
+    codec = build_codec(cfg)
     device = reporter.device()
     amp, channels_last = enabled(cfg.runtime.amp, device), enabled(cfg.runtime.channels_last, device)
 
@@ -89,7 +89,7 @@ def fit(cfg: TrialConfig, reporter) -> None:
         model = model.to(memory_format=torch.channels_last)
 
     # Optimizer: Adam with 10x decays at fractions of the epoch budget
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    optimizer = build_optimizer(cfg, model.parameters())
     milestones = sorted({max(1, round(f * cfg.optim.epochs)) for f in cfg.optim.lr_decay_at})
     lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
 

@@ -126,7 +126,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         stream goes on to the pixel and occlusion transforms, so every path that draws a sample starts here."""
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index]) if self.train else None
         geom = self.crop_geometry(index, rng)
-        matrix = affine_matrix(geom, self.codec.input_hw)
+        matrix = affine_matrix(geom, self.codec.input_hw, udp=self.codec.udp)
         keypoints = self.records.keypoints[index]
         flipped = rng is not None and self.augment.flip_p > 0 and rng.random() < self.augment.flip_p
         if flipped:
@@ -200,7 +200,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         for _ in range(10):
             index = int(rng.integers(len(self)))
             geom = self.crop_geometry(index, None)
-            matrix = affine_matrix(geom, self.codec.input_hw)
+            matrix = affine_matrix(geom, self.codec.input_hw, udp=self.codec.udp)
             try:
                 pixels = self._warped(index, geom, matrix)
             except ImageFault as fault:
@@ -233,7 +233,7 @@ class TopDownDataset(torch.utils.data.Dataset):
 
     def inverse_matrix(self, index: int) -> np.ndarray:
         """Crop -> image mapping of an evaluation (unaugmented) crop."""
-        return affine_matrix(self.crop_geometry(index, None), self.codec.input_hw, inverse=True)
+        return affine_matrix(self.crop_geometry(index, None), self.codec.input_hw, inverse=True, udp=self.codec.udp)
 
     def crop_area(self, index: int) -> float:
         size = self.crop_geometry(index, None).size

@@ -34,11 +34,15 @@ def box_to_crop(bbox_xywh, input_hw: tuple[int, int], padding: float = 1.25) -> 
     return CropGeometry(center=center, size=np.array([w, h]) * padding)
 
 
-def affine_matrix(geom: CropGeometry, output_hw: tuple[int, int], inverse: bool = False) -> np.ndarray:
+def affine_matrix(geom: CropGeometry, output_hw: tuple[int, int], inverse: bool = False,
+                  udp: bool = False) -> np.ndarray:
     """2x3 matrix mapping source pixels to output pixels (or back, with inverse=True).
 
-    Built from three point pairs like the reference implementations, so pixel centres map consistently.
+    Built from three point pairs like the reference implementations, so pixel centres map consistently. `udp`:
+    UDP's unbiased warp instead (`udp_affine_matrix`).
     """
+    if udp:
+        return udp_affine_matrix(geom, output_hw, inverse)
     out_h, out_w = output_hw
     theta = np.deg2rad(geom.rotation)
     src_w = geom.size[0]
@@ -51,6 +55,23 @@ def affine_matrix(geom: CropGeometry, output_hw: tuple[int, int], inverse: bool 
     if inverse:
         return cv2.getAffineTransform(dst.astype(np.float32), src.astype(np.float32))
     return cv2.getAffineTransform(src.astype(np.float32), dst.astype(np.float32))
+
+
+def udp_affine_matrix(geom: CropGeometry, output_hw: tuple[int, int], inverse: bool = False) -> np.ndarray:
+    """UDP's unbiased warp (Huang et al., CVPR 2020; MMPose's get_udp_warp_matrix): the box's extent maps onto the
+    crop's pixel-centre span, (W_out - 1) / box_w per pixel, so the box's centre lands on the crop's centre pixel
+    ((W_out - 1) / 2) whatever the resolution: p' = diag(sx, sy) R(rotation) (p - centre) + (box_w sx, box_h sy) / 2
+    with sx = (W_out - 1) / box_w, sy = (H_out - 1) / box_h and R the counter-clockwise rotation matrix
+    [[cos, -sin], [sin, cos]] (MMPose's sign; the HRNet warp turns the other way, immaterial for a random
+    rotation). float64; inverse=True gives crop -> image."""
+    out_h, out_w = output_hw
+    theta = np.deg2rad(geom.rotation)
+    cos, sin = np.cos(theta), np.sin(theta)
+    sx, sy = (out_w - 1) / geom.size[0], (out_h - 1) / geom.size[1]
+    linear = np.diag([sx, sy]) @ np.array([[cos, -sin], [sin, cos]])
+    offset = np.array([sx * geom.size[0], sy * geom.size[1]]) * 0.5 - linear @ np.asarray(geom.center, np.float64)
+    matrix = np.hstack([linear, offset[:, None]])
+    return cv2.invertAffineTransform(matrix) if inverse else matrix
 
 
 def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
