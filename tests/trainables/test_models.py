@@ -10,9 +10,14 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from trainables.models import create_model, default_input, list_models
+from trainables.models import create_model, default_input, inference_parameters, list_models, output_stride, \
+    stage_outputs
 
-PUBLISHED_PARAMS_M = {"simplebaseline_r50": 34.0, "simplebaseline_r152": 68.6, "hrnet_w32": 28.5, "hrnet_w48": 63.6}
+# Newell et al. 2016 (as HRNet's Table 1 quotes it): 8-stack hourglass 25.1 M. SRPose (Wang et al. 2023, the
+# authors' table): HRNet-W32 backbone 29.30 M + head 0.65 M, 8.28 GFLOPs at 256x192.
+PUBLISHED_PARAMS_M = {"simplebaseline_r50": 34.0, "simplebaseline_r152": 68.6, "hrnet_w32": 28.5, "hrnet_w48": 63.6,
+                      "hourglass_8stack": 25.1, "srpose_hrnet_w32": 29.30 + 0.65}
+PUBLISHED_GFLOPS = {"srpose_hrnet_w32": 8.28}
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +38,48 @@ def test_model_list_json_and_published_parameter_counts(table):
     assert table["simplebaseline_r50"]["input"] == [256, 192]
     assert 5.0 < table["simplebaseline_r50"]["gflops"] < 6.0  # the published 5.4 (multiply-adds)
     assert table["hrnet_w32"]["gflops"] < table["hrnet_w48"]["gflops"]
+    for name, published in PUBLISHED_GFLOPS.items():
+        assert abs(table[name]["gflops"] / published - 1) < 0.02, (name, table[name])
+    # The stacks share one architecture: each adds the same ~3.14 M, on the 1-stack's stem and head.
+    stacks = [table[f"hourglass_{n}stack"]["params_m"] for n in (1, 2, 4, 8)]
+    per_stack = (stacks[3] - stacks[0]) / 7
+    assert 3.0 < per_stack < 3.3 and abs(stacks[1] - stacks[0] - per_stack) < 0.01
+    assert abs(stacks[2] - stacks[0] - 3 * per_stack) < 0.01
+    for n in (1, 2, 4, 8):
+        assert table[f"hourglass_{n}stack"]["input"] == [256, 256] and table[f"hourglass_{n}stack"]["stride"] == 4
+    # SRPose: its training-only intermediate SR heads (0.32 M) are not in the authors' table; heatmaps at 1/1
+    assert table["srpose_hrnet_w32"]["train_params_m"] - table["srpose_hrnet_w32"]["params_m"] > 0.3
+    assert table["srpose_hrnet_w32"]["stride"] == 1 and table["srpose_hrnet_w32"]["input"] == [256, 192]
     for name, row in table.items():  # the table describes every model at its default input
         assert row["input"] == list(default_input(name)) and row["params_m"] > 0 and row["gflops"] > 0, name
+
+
+def test_hourglass_8stack_gflops_at_hrnets_256x192():
+    """HRNet's table gives 14.3 GFLOPs for the 8-stack at 256x192; the network that has its 25.1 M parameters
+    costs more (measured 20.6 G): per stack about 2.36 G of multiply-adds - eleven 256-channel bottleneck residuals
+    at 1/4..1/64 resolution, 0.65 G each at 64x48 - on a 1.75 G stem (README "Models")."""
+    from trainables.models import count_flops
+
+    gflops = count_flops(create_model("hourglass_8stack", 17).eval(), (256, 192)) / 2e9
+    assert 20.0 < gflops < 21.0
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_output_shape_and_gradients_reach_every_parameter(name, table):
     # stochastic depth off (models without it ignore the argument): a dropped block legitimately gets no gradient
     model = create_model(name, 17, drop_path_rate=0.0)
-    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 3) == table[name]["params_m"]
+    assert round(inference_parameters(model) / 1e6, 3) == table[name]["params_m"]
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 3) == table[name].get("train_params_m",
+                                                                                          table[name]["params_m"])
     h, w = default_input(name)
-    out = model(torch.randn(2, 3, h, w))
-    assert out.shape == (2, 17, h // 4, w // 4)
-    out.square().mean().backward()
+    stride = output_stride(name)
+    outputs = stage_outputs(model, torch.randn(2, 3, h, w))  # every supervised heatmap, the evaluated one last
+    assert outputs[-1].shape == (2, 17, h // stride, w // stride)
+    sum(out.square().mean() for out in outputs).backward()
     silent = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
     assert not silent, silent[:5]
+    with torch.no_grad():  # inference reads the last stage
+        assert torch.equal(model.eval()(torch.ones(1, 3, h, w)), stage_outputs(model, torch.ones(1, 3, h, w))[-1])
 
 
 def test_default_input_is_the_coco_input_and_models_import_nothing_from_datasets():
@@ -64,8 +96,20 @@ def test_default_input_is_the_coco_input_and_models_import_nothing_from_datasets
 @pytest.mark.parametrize("name", list_models())
 def test_output_shape_with_another_keypoint_count(name):
     h, w = default_input(name)
+    stride = output_stride(name)
     with torch.no_grad():
-        assert create_model(name, 16).eval()(torch.zeros(1, 3, h, w)).shape == (1, 16, h // 4, w // 4)
+        assert create_model(name, 16).eval()(torch.zeros(1, 3, h, w)).shape == (1, 16, h // stride, w // stride)
+
+
+def test_intermediate_outputs():
+    """A stacked hourglass supervises each stack at 1/4; SRPose its 1/32 map, three 1/4 maps and the 1/1 one."""
+    x = torch.zeros(1, 3, 64, 64)
+    for stacks in (1, 2, 4):
+        outputs = stage_outputs(create_model(f"hourglass_{stacks}stack", 5), x)
+        assert [tuple(o.shape) for o in outputs] == [(1, 5, 16, 16)] * stacks
+    outputs = stage_outputs(create_model("srpose_hrnet_w32", 5), torch.zeros(1, 3, 96, 64))
+    assert [tuple(o.shape[-2:]) for o in outputs] == [(3, 2), (24, 16), (24, 16), (24, 16), (96, 64)]
+    assert [tuple(o.shape[-2:]) for o in stage_outputs(create_model("simplebaseline_r18", 5), x)] == [(16, 16)]
 
 
 def test_vitpose_simple_decoder():
