@@ -57,7 +57,8 @@ def test_dsl_applies_to_every_stack():
     _, batch = batch_for(codec)
     dsl = DynamicStructureLoss(COCO17.limb_chains, 17, LossConfig(schedule="constant", lambda_max=0.5))
     loss, _ = staged_loss(dsl, codec)(model, batch, 0.3)
-    expected = sum(dsl(o, batch["heatmaps"], batch["target_weight"], 0.3)[0] for o in stage_outputs(model, batch["image"]))
+    outputs = stage_outputs(model, batch["image"])
+    expected = sum(dsl(o, batch["heatmaps"], batch["target_weight"], 0.3)[0] for o in outputs)
     assert torch.allclose(loss, expected, rtol=1e-5)
     assert torch.allclose(build_loss(cfg, COCO17, model)(model, batch, 0.3)[0], loss, rtol=1e-5)
 
