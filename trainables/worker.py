@@ -9,6 +9,7 @@ trainables/runtime.py.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -69,17 +70,29 @@ def main(argv=None) -> int:
     from trainables.runtime import LocalReporter
     from trainables.train import fit
 
-    if not cfg.data.train_ann:
-        cfg = with_synthetic_paths(cfg, ensure_dataset(SyntheticSpec(seed=cfg.runtime.seed)))
-    refusal = reuse_refusal(args.out, cfg, args.resume)
-    if refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return 2
-    changed = checkpoint.config_changes(args.out, cfg) if args.resume else {}
-    for key, (old, new) in changed.items():
-        logging.info("resuming with %s = %r (the checkpoint's: %r)", key, new, old)
-    fit(cfg, LocalReporter(args.out))
+    try:
+        if not cfg.data.train_ann:
+            cfg = with_synthetic_paths(cfg, ensure_dataset(SyntheticSpec(seed=cfg.runtime.seed)))
+        refusal = reuse_refusal(args.out, cfg, args.resume)
+        if refusal:
+            print(f"error: {refusal}", file=sys.stderr)
+            return 2
+        changed = checkpoint.config_changes(args.out, cfg) if args.resume else {}
+        for key, (old, new) in changed.items():
+            logging.info("resuming with %s = %r (the checkpoint's: %r)", key, new, old)
+        fit(cfg, LocalReporter(args.out))
+    except checkpoint.CheckpointNotWritten as err:
+        print(f"error: --out {err.strerror}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.errno not in FULL:
+            raise
+        print(f"error: {err.filename or 'a file'}: {err.strerror}; free space there and run again", file=sys.stderr)
+        return 1
     return 0
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the environment, not a bug: a sentence, not a traceback
 
 
 def with_synthetic_paths(cfg, paths):
