@@ -138,3 +138,25 @@ def write_profile(prof, out: Path, label: str, device: torch.device, steps: int,
 
 
 _DONE = object()
+
+
+def count_host_reads(fn, device=None):
+    """(fn(), how many tensor values it read into Python): the aten op behind .item(), float(), int(), bool() and
+    `if tensor`, counted as torch dispatches it, for tensors on `device` (any device when None). On a GPU each
+    such read of a device tensor waits for the device's queue: a host synchronisation. Not counted: .tolist()
+    and copies to the CPU (torch.cuda.set_sync_debug_mode sees those on a GPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    wanted = None if device is None else torch.device(device).type
+    reads = [0]
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default and \
+                    (wanted is None or args[0].device.type == wanted):
+                reads[0] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        result = fn()
+    return result, reads[0]
