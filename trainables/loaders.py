@@ -2,7 +2,7 @@
 reads JPEG bytes and draws parameters; decode, warp, LJA and heatmaps run on the device, datasets/topdown/gpu.py).
 
 Both run in `runtime.loader_workers` worker processes (0: in the trainer's process), kept for the whole run
-(persistent): the sampler hands each worker (epoch, index) pairs, so a sample's randomness follows the epoch the
+(persistent): the sampler hands the workers (epoch, index) pairs, so a sample's randomness follows the epoch the
 trainer set (TopDownDataset.set_epoch) although the workers' copies of the dataset never see that call; and the
 faults a worker's copy records (unreadable images, datasets/topdown/image_check.py) travel back with the batch to
 the trainer's dataset, whose `skipped` and `faults` the trial reports. On CUDA the batches come in pinned memory, so
@@ -38,18 +38,25 @@ def use_gpu_path(setting: str, train_set: TopDownDataset, device: torch.device) 
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """(epoch, index) pairs: the wrapped sampler's indices, with the dataset's epoch when the iteration begins (in
-    the trainer's process, after its set_epoch)."""
+    """(epoch, index) pairs, epoch the dataset's when the iteration begins (in the trainer's process, after its
+    set_epoch): the indices of `sampler` (a DistributedSampler), or without one a shuffle drawn from seed + epoch as
+    DistributedSampler draws it - so the order, like each sample, depends on neither the loader's workers nor a
+    resume in between."""
 
-    def __init__(self, indices, dataset: TopDownDataset):
-        self.indices, self.dataset = indices, dataset
+    def __init__(self, dataset: TopDownDataset, seed: int, sampler=None):
+        self.dataset, self.seed, self.sampler = dataset, seed, sampler
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.sampler) if self.sampler is not None else len(self.dataset)
 
     def __iter__(self):
         epoch = self.dataset.epoch
-        return ((epoch, index) for index in self.indices)
+        if self.sampler is not None:
+            indices = list(self.sampler)
+        else:
+            indices = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + epoch))
+            indices = indices.tolist()
+        return ((epoch, index) for index in indices)
 
 
 class EpochSamples(torch.utils.data.Dataset):
@@ -108,16 +115,15 @@ def train_loader(cfg: TrialConfig, train_set: TopDownDataset, sampler, device: t
     from datasets.topdown import gpu
 
     use_gpu = use_gpu_path(cfg.runtime.gpu_augment, train_set, device)
-    generator = torch.Generator().manual_seed(cfg.runtime.seed)
-    # The order DataLoader(shuffle=True, generator=...) draws, which it draws from the same generator.
-    indices = sampler if sampler is not None else torch.utils.data.RandomSampler(train_set, generator=generator)
     workers = cfg.runtime.loader_workers
     loader = torch.utils.data.DataLoader(
         EpochSamples(gpu.GpuTopDownSource(train_set) if use_gpu else train_set, train_set),
-        batch_size=cfg.optim.batch_size, sampler=EpochSampler(indices, train_set),
+        batch_size=cfg.optim.batch_size, sampler=EpochSampler(train_set, cfg.runtime.seed, sampler),
         collate_fn=collate_with_faults(gpu.collate_gpu if use_gpu else collate_skip_none),
         # drop_last keeps batches equal (BatchNorm, DDP) but must not drop a whole small dataset.
-        drop_last=len(train_set) > cfg.optim.batch_size, generator=generator,
+        drop_last=len(train_set) > cfg.optim.batch_size,
+        # Its own generator for the workers' base seeds, which would otherwise be drawn from the global stream.
+        generator=torch.Generator().manual_seed(cfg.runtime.seed),
         num_workers=workers, persistent_workers=workers > 0, prefetch_factor=PREFETCH_FACTOR if workers else None,
         pin_memory=device.type == "cuda",
     )
