@@ -27,6 +27,7 @@ import importlib.metadata
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -72,6 +73,7 @@ def step_record(name: str, command: list[str], limit_s: float, log, env: dict, p
     stderr)), error (the output's tail where not ok)}."""
     start = time.perf_counter()
     record: dict = {"step": name, "command": " ".join(command), "limit_s": round(limit_s, 1)}
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     # Its own process group, so a step out of time is ended with its children (loader workers, compile workers).
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
@@ -84,6 +86,8 @@ def step_record(name: str, command: list[str], limit_s: float, log, env: dict, p
         out, err = process.communicate()
         record["status"] = "timeout"
     record["seconds"] = round(time.perf_counter() - start, 2)
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)  # the step's processes' CPU time, once they are reaped
+    record["cpu_s"] = round(now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime, 2)
     record["result"] = parse(out, err)
     if record["status"] != "ok":
         record["error"] = (err or out)[-2000:]
@@ -93,18 +97,28 @@ def step_record(name: str, command: list[str], limit_s: float, log, env: dict, p
     return record
 
 
+def older(installed: str, wanted: str) -> bool:
+    try:
+        from packaging.version import Version
+
+        return Version(installed) < Version(wanted)
+    except Exception:  # noqa: BLE001 - no packaging, or a version it cannot read: keep what is installed
+        return False
+
+
 def install_missing(wheels: list[Path], site: Path) -> dict:
-    """pip-installs (no index, no dependencies) into `site` the wheels whose distributions are not installed here;
-    returns {installed, already_there, error}. Compiled wheels must match this Python and platform."""
+    """pip-installs (no index, no dependencies) into `site` the wheels whose distributions are not installed here or
+    older than the wheel's (pydantic needs a newer typing-extensions than some images hold); returns {installed,
+    already_there, error}. Compiled wheels must match this Python and platform."""
     found = sorted({w for d in wheels if d.is_dir() for w in d.glob("*.whl")})
     missing, present = [], []
     for wheel in found:
-        dist = wheel.name.split("-")[0]
+        dist, version = wheel.name.split("-")[:2]
         try:
-            importlib.metadata.version(dist)
-            present.append(wheel.name)
+            (missing if older(importlib.metadata.version(dist), version) else present).append(wheel)
         except importlib.metadata.PackageNotFoundError:
             missing.append(wheel)
+    present = [w.name for w in present]
     report = {"wheels_dirs": [str(d) for d in wheels], "installed": [w.name for w in missing],
               "already_there": present}
     if missing:
@@ -152,7 +166,7 @@ def plan(args, python: list[str]) -> list[tuple[str, list[str], float]]:
                              "tests/datasets/test_gpu_augment.py", "-k", "cuda"], 120),
              ("host_syncs", [*me, "host_syncs", "--device", dev, *(["--tiny"] if tiny else [])], 90)]
     pipe = [*python, str(HERE / "gpu_pipeline.py"), "--json", "--device", dev, "--profile", str(work / "profile")]
-    pipe += ["--batch", "4", "--steps", "2", "--warmup", "1", "--workers", "1", "--input", "64", "64",
+    pipe += ["--batch", "4", "--steps", "1", "--warmup", "1", "--workers", "1", "--input", "64", "64",
              "--model", "simplebaseline_r18"] if tiny else ["--batch", "256", "--steps", "20", "--warmup", "3"]
     steps.append(("pipeline", pipe, 150))
     step = [*python, str(HERE / "train_step.py"), "--json", "--device", dev]
@@ -164,7 +178,7 @@ def plan(args, python: list[str]) -> list[tuple[str, list[str], float]]:
                                      *(["--tiny"] if tiny else [])], 120))
     trial = ["optim.epochs=2", "loss.structure=false", f"runtime.loader_workers={1 if tiny else args.workers}"]
     trial += ["model.name=simplebaseline_r18", "model.deconv_channels=16", "data.input_h=64", "data.input_w=64",
-              "optim.batch_size=8", "data.max_train_samples=16", "data.max_val_samples=8"] if tiny else \
+              "optim.batch_size=4", "data.max_train_samples=8", "data.max_val_samples=8"] if tiny else \
         ["model.name=simplebaseline_r50", "model.deconv_channels=256", "data.input_h=256", "data.input_w=192",
          "optim.batch_size=64"]
     trials = [("on", ["runtime.gpu_augment=on"]), ("off", ["runtime.gpu_augment=off"]),
