@@ -108,7 +108,8 @@ def write_profile(prof, out: Path, label: str, device: torch.device, steps: int,
     out.mkdir(parents=True, exist_ok=True)
     events = prof.key_averages()
     cuda = device.type == "cuda"
-    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    sort = ("self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total") \
+        if cuda and len(events) else "self_cpu_time_total"
     (out / f"profile_{label}.txt").write_text(events.table(sort_by=sort, row_limit=40) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "trace.json"
@@ -116,9 +117,10 @@ def write_profile(prof, out: Path, label: str, device: torch.device, steps: int,
         with raw.open("rb") as source, gzip.open(out / f"trace_{label}.json.gz", "wb") as target:
             shutil.copyfileobj(source, target)
     data_wait_us = sum(e.cpu_time_total for e in events if e.key == "data_wait")
-    # Kernels only: the device time of CPU-side ops is their kernels' again.
-    device_us = sum(_self_device_us(e) for e in events if getattr(e, "device_type", None) is not None
-                    and str(e.device_type).endswith("CUDA")) if cuda else 0.0
+    # The kernels' own rows (a CPU op's device time is its kernels' again); where a torch version lists no kernel
+    # rows, the ops' self device time, which then counts each kernel once.
+    kernels = [e for e in events if str(getattr(e, "device_type", "")).endswith("CUDA")]
+    device_us = sum(_self_device_us(e) for e in (kernels or events)) if cuda else 0.0
     top = sorted(events, key=_self_device_us if cuda else (lambda e: e.self_cpu_time_total), reverse=True)[:10]
     wait_share = data_wait_us / 1e6 / max(wall_s, 1e-9)
     busy_share = device_us / 1e6 / max(wall_s, 1e-9) if cuda else None

@@ -42,7 +42,8 @@ HERE = Path(__file__).resolve().parent
 REQUIRED = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "cv2": "opencv-python-headless",
             "scipy": "scipy", "pycocotools": "pycocotools", "albumentations": "albumentations", "timm": "timm",
             "PIL": "pillow", "yaml": "pyyaml", "pytest": "pytest"}
-MODELS = {"simplebaseline_r50": 512, "hrnet_w32": 256, "vitpose_b": 512}  # batches that fill a 80-141 GB card
+# Batches meant to fill an 80-141 GB card (a guess until measured: train_step.py halves one that runs out of memory).
+MODELS = {"simplebaseline_r50": 512, "hrnet_w32": 256, "vitpose_b": 512}
 BUDGET_S = 450.0  # the whole check on a GPU: 7.5 minutes, inside the 8
 
 
@@ -165,7 +166,8 @@ def plan(args, python: list[str]) -> list[tuple[str, list[str], float]]:
              ("cuda_tests", [*python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA",
                              "tests/datasets/test_gpu_augment.py", "-k", "cuda"], 120),
              ("host_syncs", [*me, "host_syncs", "--device", dev, *(["--tiny"] if tiny else [])], 90)]
-    pipe = [*python, str(HERE / "gpu_pipeline.py"), "--json", "--device", dev, "--profile", str(work / "profile")]
+    pipe = [*python, str(HERE / "gpu_pipeline.py"), "--json", "--device", dev]
+    pipe += ["--profile", str(work / "profile")] if args.profile else []
     pipe += ["--batch", "4", "--steps", "1", "--warmup", "1", "--workers", "1", "--input", "64", "64",
              "--model", "simplebaseline_r18"] if tiny else ["--batch", "256", "--steps", "20", "--warmup", "3"]
     steps.append(("pipeline", pipe, 150))
@@ -184,7 +186,7 @@ def plan(args, python: list[str]) -> list[tuple[str, list[str], float]]:
     trials = [("on", ["runtime.gpu_augment=on"]), ("off", ["runtime.gpu_augment=off"]),
               ("off_seed1", ["runtime.gpu_augment=off", "runtime.seed=1"])]  # the last: the AP's seed noise
     for label, extra in trials[: 2 if tiny else None]:
-        profile = ["--profile", str(work / "profile_worker")] if label == "on" else []
+        profile = ["--profile", str(work / "profile_worker")] if label == "on" and args.profile else []
         steps.append((f"worker:{label}", [*python, "-m", "trainables.worker", "--out", str(work / f"trial_{label}"),
                                           *profile, "--set", *trial, *extra, "@SYNTHETIC"], 150))
     if not tiny:  # torch.compile: minutes of compiling per model, so last
@@ -222,6 +224,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--tiny", action="store_true", help="tiny shapes and counts (the suite's CPU run)")
     p.add_argument("--budget-s", type=float, help=f"the whole check's time (default {BUDGET_S:.0f} s; --tiny 300)")
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="no torch.profiler windows (by default the pipeline and the gpu-augment-on trial each record one)")
     p.add_argument("--only", default="", help="comma-separated step-name prefixes to run (default: all)")
     p.add_argument("--workers", type=int, default=max((os.cpu_count() or 2) - 2, 1), help="loader processes")
     p.add_argument("--wheels", type=Path, nargs="*", default=[REPO_ROOT / ".whl", HERE / "wheels"],
@@ -232,10 +236,18 @@ def main(argv=None) -> int:
         p.error("--out is required")
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {args.out} exists and is not a directory")
-    if args.device == "auto":
-        args.device = "cuda" if subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit(not "
-                                                "torch.cuda.is_available())"], capture_output=True).returncode == 0 \
-            else "cpu"
+    if args.budget_s is not None and args.budget_s <= 0:
+        p.error(f"--budget-s must be > 0, got {args.budget_s}")
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
+    names = [name for name, _, _ in plan(argparse.Namespace(**{**vars(args), "work": Path("work")}), ["python"])]
+    if args.only and not any(n.startswith(tuple(args.only.split(","))) for n in names):
+        p.error(f"--only {args.only!r} names no step; the steps: {', '.join(names)}")
+    has_cuda = subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit(not torch.cuda.is_available())"],
+                              capture_output=True).returncode == 0
+    if args.device == "cuda" and not has_cuda:
+        p.error("--device cuda: torch sees no CUDA device here (use --device cpu --tiny on a CPU)")
+    args.device = ("cuda" if has_cuda else "cpu") if args.device == "auto" else args.device
     scratch = tempfile.TemporaryDirectory(prefix="gpu-check-") if args.work is None else None
     args.work = Path(scratch.name) if scratch else args.work
     args.out.mkdir(parents=True, exist_ok=True)

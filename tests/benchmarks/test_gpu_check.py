@@ -109,3 +109,15 @@ def test_missing_distributions_are_installed_from_wheels_beside_it_and_present_o
                           env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True)
     assert done.stdout.strip() == "42"
     assert not (site / "numpy_shadow.py").exists()
+
+
+def test_bad_flags_are_refused_by_name_before_anything_is_written(tmp_path):
+    file = tmp_path / "file"
+    file.write_text("")
+    for args, named in ((["--out", str(file)], "--out"), (["--out", str(tmp_path / "o"), "--only", "nope"], "--only"),
+                        (["--out", str(tmp_path / "o"), "--budget-s", "-1"], "--budget-s"),
+                        (["--out", str(tmp_path / "o"), "--workers", "0"], "--workers")):
+        done = subprocess.run([sys.executable, str(HERE / "gpu_check.py"), *args], capture_output=True, text=True,
+                              cwd=REPO_ROOT)
+        assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    assert not (tmp_path / "o").exists()
