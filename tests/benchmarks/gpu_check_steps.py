@@ -49,7 +49,7 @@ def probe(device: str, tiny: bool) -> dict:
 
 def host_syncs(device: str, tiny: bool) -> dict:
     """Host reads of device values per training step: trainables.profiling.count_host_reads over epochs of 2 and 6
-    resident batches (SGD, whose updates read nothing), the difference per step; on CUDA also
+    (--tiny: 1 and 3) resident batches (SGD, whose updates read nothing), the difference per step; on CUDA also
     torch.cuda.set_sync_debug_mode's count with Adam, the trainer's optimizer."""
     import warnings
 
@@ -77,14 +77,14 @@ def host_syncs(device: str, tiny: bool) -> dict:
               "dsl": build_loss(TrialConfig(), skeleton, model)}
     result: dict = {"model": name, "input_hw": list(hw), "batch": batch}
     for label, loss in losses.items():
-        counts = []
-        for steps in (2, 6):
+        counts, lengths = [], (1, 3) if tiny else (2, 6)
+        for steps in lengths:
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
             _, reads = count_host_reads(lambda: train_one_epoch(model, loss, optimizer, [data] * steps, 0, 1, dev,
                                                                 amp=cuda, channels_last=cuda, print_every=0), dev)
             counts.append(reads)
-        result[f"{label}_reads_per_step"] = (counts[1] - counts[0]) / 4
-        result[f"{label}_reads_per_epoch_end"] = counts[0] - 2 * result[f"{label}_reads_per_step"]
+        result[f"{label}_reads_per_step"] = (counts[1] - counts[0]) / (lengths[1] - lengths[0])
+        result[f"{label}_reads_per_epoch_end"] = counts[0] - lengths[0] * result[f"{label}_reads_per_step"]
         if cuda:
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
             with warnings.catch_warnings(record=True) as caught:
