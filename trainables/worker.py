@@ -1,5 +1,8 @@
 """Train one trial without Ray, for debugging: `python -m trainables.worker --set optim.epochs=2 lja.p=0.5`.
 
+Imports neither Ray nor MLflow (tests/benchmarks/gpu_check.py runs it on hosts without them). --profile records a
+short torch.profiler window of the first epoch (trainables/profiling.py).
+
 With no data.train_ann the trial trains on the embedded synthetic dataset. An --out holding a checkpoint is
 continued only with --resume, and then only with the settings it was trained with (optim.epochs and runtime.* may
 change); otherwise the run is refused naming the settings that differ (exit 2). The trainer itself is
@@ -57,7 +60,13 @@ def main(argv=None) -> int:
                         "optim.epochs and runtime.* may change)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", type=key_value,
                         help="trial config overrides, e.g. optim.epochs=2 lja.p=0.5")
+    parser.add_argument("--profile", nargs="?", const=True, default=None, type=output_dir, metavar="DIR",
+                        help="record a few training steps of the first epoch with torch.profiler and write the ops' "
+                        "table, the trace and what bounds the step (data, device or host) to DIR (default: "
+                        "--out/profile; trainables/profiling.py)")
     args = parser.parse_args(argv)
+    if args.profile is True:
+        args.profile = args.out / "profile"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from trainables.config import TrialConfig
 
@@ -80,7 +89,7 @@ def main(argv=None) -> int:
         changed = checkpoint.config_changes(args.out, cfg) if args.resume else {}
         for key, (old, new) in changed.items():
             logging.info("resuming with %s = %r (the checkpoint's: %r)", key, new, old)
-        fit(cfg, LocalReporter(args.out))
+        fit(cfg, LocalReporter(args.out), profile_dir=args.profile)
     except checkpoint.CheckpointNotWritten as err:
         print(f"error: --out {err.strerror}", file=sys.stderr)
         return 1
