@@ -10,6 +10,8 @@ verification failed (each message names the file); 2: a bad flag, before anythin
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from datasets.download.manifest import DatasetSource
 from datasets.download.verify import verify
 
 BASE_URL_ENV = "OCCPOSE_DOWNLOAD_BASE_URL"
+LOCK = ".download.lock"
 
 
 def download(source: DatasetSource, root: Path, keep_archives: bool = False, retries: int = 5,
@@ -29,6 +32,24 @@ def download(source: DatasetSource, root: Path, keep_archives: bool = False, ret
     """Fetch, check and unpack every archive of `source` not yet in root/<name>; DownloadError on the first that
     fails (a damaged download is removed, so the next run fetches it again)."""
     dataset_dir, downloads = root / source.name, root / ".downloads"
+    with _exclusive(root):
+        _download(source, dataset_dir, downloads, keep_archives, retries, log)
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path):
+    """Hold ROOT/.download.lock: two downloads into one root would write the same partial files."""
+    with open(root / LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DownloadError(f"another download into {root} is running (it holds {root / LOCK}); "
+                                "wait for it to end") from None
+        yield
+
+
+def _download(source: DatasetSource, dataset_dir: Path, downloads: Path, keep_archives: bool, retries: int,
+              log) -> None:
     for archive in source.archives:
         if is_done(dataset_dir, archive):
             log(f"{archive.name}: already in place (recorded in the receipt)")

@@ -229,6 +229,16 @@ def test_a_corrupt_byte_fails_and_leaves_nothing(mirror, tmp_path, capsys, datas
     assert len(list((tmp_path / folder).glob("*.jpg"))) >= 4
 
 
+def test_a_second_download_into_the_same_root_is_refused_while_the_first_runs(mirror, tmp_path, capsys):
+    import fcntl
+
+    server, manifest = mirror
+    with open(tmp_path / ".download.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a download in another process holds it
+        assert main(["mpii", "--root", str(tmp_path), "--manifest", str(manifest), "--base-url", server.url]) == 1
+    assert "another download into" in capsys.readouterr().err and not (tmp_path / "mpii").exists()
+
+
 def test_mpii_without_published_checksums_is_checked_by_its_archives_and_verifies(mirror, tmp_path, capsys):
     server, manifest = mirror
     assert main(["mpii", "--root", str(tmp_path), "--manifest", str(manifest), "--base-url", server.url]) == 0
