@@ -73,9 +73,10 @@ def load_coco_records(data: dict, ann_file: Path, image_dir: Path, skeleton: Ske
         protocol = validation.protocol_of(skeleton)
     checked = validation.check_coco_ground_truth(data, ann_file, skeleton, protocol, image_fields=("file_name",))
     records = Records()
+    files: dict = {}  # image id -> (path, size): one Path per image, not per person
     for ann, keypoints, bbox in zip(data["annotations"], checked.keypoints, checked.boxes):
         image = checked.images[ann["image_id"]]
-        labelled = bool((keypoints[:, 2] > 0).any())
+        labelled = bool(keypoints[:, 2].any())
         drop = validation.person_box_drop(bbox, image, labelled, bool(ann["iscrowd"]), ann_file,
                                           f"annotation {ann['id']}")
         if drop:
@@ -83,8 +84,11 @@ def load_coco_records(data: dict, ann_file: Path, image_dir: Path, skeleton: Ske
         if drop or ann["iscrowd"] or not labelled:
             continue  # crowd regions and persons without a labelled joint carry no training signal
         head_box = tuple(float(v) for v in ann["head_box"]) if "head_box" in ann else None
-        records.append(PersonRecord(ann_id=ann["id"], image_id=ann["image_id"], file=image_dir / image["file_name"],
-                                    bbox=bbox, keypoints=keypoints, head_box=head_box, image_wh=image_size(image)))
+        if ann["image_id"] not in files:
+            files[ann["image_id"]] = (image_dir / image["file_name"], image_size(image))
+        file, wh = files[ann["image_id"]]
+        records.append(PersonRecord(ann_id=ann["id"], image_id=ann["image_id"], file=file, bbox=bbox,
+                                    keypoints=keypoints, head_box=head_box, image_wh=wh))
     return _report(records, ann_file, "annotations")
 
 

@@ -8,7 +8,8 @@ occlusions drawn, as JSON.
 
 Writes OUT/preview.png and OUT/occlusions.json:
     {"samples": [{"image_id", "crop": [w, h], "body_box": [x0, y0, x1, y1], "visible_limb_joints": [...],
-                  "occlusions": [{"joint", "part", "box": [x0, y0, x1, y1], "fill", "kind", "shape"}]}]}
+                  "occlusions": [{"joint", "part", "box": [x0, y0, x1, y1], "fill", "kind", "shape"}]}],
+     "skipped": [{"image_id", "file", "reason"}]}   (persons whose image cannot be read: image_check.py)
 Coordinates are crop pixels (boxes exclusive at x1, y1); `part` is set instead of `joint` for part transforms;
 `fill` is the grey value painted, or null where the region was blurred, pasted or coloured.
 """
@@ -139,7 +140,10 @@ def preview(args) -> dict:
     ok, png = cv2.imencode(".png", contact_sheet(tiles))
     if not ok:
         raise ValueError("the contact sheet could not be encoded as PNG")
-    result = {"samples": samples}
+    # The persons whose image could not be read (image_check.py) are left out of the sheet, counted and named.
+    result = {"samples": samples, "skipped": [{"image_id": dataset.records[i].image_id,
+                                               "file": str(dataset.records[i].file), "reason": dataset.faults[i]}
+                                              for i in sorted(dataset.skipped)]}
     atomic.write_bytes(args.out / "preview.png", png.tobytes())  # each file whole or not at all
     atomic.write_json(args.out / "occlusions.json", result, indent=1)
     return result
@@ -187,6 +191,10 @@ def main(argv=None) -> int:
         return 2
     print(f"{len(result['samples'])} crops, {sum(len(s['occlusions']) for s in result['samples'])} occlusions -> "
           f"{args.out / 'preview.png'}, {args.out / 'occlusions.json'}")
+    if result["skipped"]:
+        files = sorted({Path(s["file"]).name for s in result["skipped"]})
+        print(f"{len(result['skipped'])} persons skipped: their images cannot be read ({', '.join(files[:5])}"
+              f"{', ...' if len(files) > 5 else ''}; reasons in occlusions.json)")
     return 0
 
 

@@ -18,6 +18,11 @@ CONFIG_FILE = "trial_config.json"  # TrialConfig.flat()
 METRICS_FILE = "metrics.json"  # the epoch's reported metrics
 
 
+class CheckpointNotWritten(OSError):
+    """An epoch's checkpoint could not be written (a full disk, a quota, a read-only file system); str() names the
+    directory, the epoch, the cause and what was kept. Nothing half-written is left behind (runtime.py)."""
+
+
 def save(directory: Path, model, optimizer, lr_scheduler, epoch: int, cfg: TrialConfig, metrics: dict) -> None:
     """Write the checkpoint of 0-based `epoch` into `directory`; `model` is the bare (unwrapped) model."""
     directory = Path(directory)

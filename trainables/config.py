@@ -141,7 +141,7 @@ class RuntimeConfig:
     # the configuration allows (LJA only, no photometric jitter, no OASNet), "on" (else an error), "off". Off by
     # default until measured on a GPU (BENCHMARKS.md); its CPU equivalence is tested.
     gpu_augment: str = "off"
-    loader_workers: int = 0  # the GPU path.s DataLoader worker processes (JPEG bytes + parameters); 0 = in-process
+    loader_workers: int = 0  # DataLoader worker processes of either pipeline (trainables/loaders.py); 0 = in-process
 
     def validate(self) -> "RuntimeConfig":
         for name in ("amp", "channels_last", "gpu_augment"):

@@ -20,19 +20,42 @@ class NonFiniteLoss(RuntimeError):
 
 
 class MetricLogger:
-    """Running sums of scalar metrics, weighted by batch size."""
+    """Running sums of scalar metrics, weighted by batch size. A value may be a tensor on the device: it is summed
+    there, and read (one host synchronisation) only by `averages`."""
 
     def __init__(self):
-        self.sums: dict[str, float] = defaultdict(float)
+        self.sums: dict[str, float | torch.Tensor] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
 
-    def update(self, n: int = 1, **values: float) -> None:
+    def update(self, n: int = 1, **values) -> None:
         for key, value in values.items():
-            self.sums[key] += float(value) * n
+            value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+            self.sums[key] = self.sums[key] + value * n
             self.counts[key] += n
 
     def averages(self) -> dict[str, float]:
-        return {key: self.sums[key] / max(self.counts[key], 1) for key in self.sums}
+        return {key: float(self.sums[key]) / max(self.counts[key], 1) for key in self.sums}
+
+
+class FiniteGuard:
+    """The first non-finite loss of an epoch, tracked on the device: `update` adds no host synchronisation, `check`
+    reads the record (one synchronisation) and raises NonFiniteLoss naming the first bad step."""
+
+    def __init__(self, device):
+        self.first_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.value = torch.zeros((), dtype=torch.float32, device=device)
+
+    def update(self, step: int, loss: torch.Tensor) -> None:
+        loss = loss.detach().float()
+        first = ~torch.isfinite(loss) & (self.first_step < 0)
+        self.first_step = self.first_step.masked_fill(first, step)
+        self.value = torch.where(first, loss, self.value)
+
+    def check(self, epoch: int, step: int) -> None:
+        bad = int(self.first_step)
+        if bad >= 0:
+            raise NonFiniteLoss(f"non-finite loss {float(self.value)} at epoch {epoch + 1}, step {bad} (found at "
+                                f"step {step}); lower optim.lr or set optim.grad_clip")
 
 
 def heatmap_loss(loss_fn):
@@ -44,18 +67,46 @@ def heatmap_loss(loss_fn):
     return compute
 
 
+def timed_batches(loader, waited: list[float], profile=None):
+    """`loader`'s batches, adding the seconds spent waiting for each to waited[0] (inside a "data_wait" profiler
+    range when `profile`, a trainables.profiling.ProfileWindow, records one; it also counts the steps)."""
+    batches = iter(profile.batches(loader) if profile is not None else loader)
+    while True:
+        start = time.perf_counter()
+        batch = next(batches, _DONE)
+        waited[0] += time.perf_counter() - start
+        if batch is _DONE:
+            return
+        yield batch
+
+
+_DONE = object()
+
+
 def train_one_epoch(model, compute_loss, optimizer, loader, epoch: int, epochs: int, device, grad_clip: float = 0.0,
-                    amp: bool = False, channels_last: bool = False, print_every: int = 50) -> dict[str, float]:
+                    amp: bool = False, channels_last: bool = False, print_every: int = 50,
+                    profile=None) -> dict[str, float]:
     """One pass over `loader`; compute_loss(model, batch, progress) -> (loss, {name: value}).
 
-    amp: bf16 autocast (GPU). channels_last: NHWC images, which convolution kernels on GPUs prefer."""
+    amp: bf16 autocast (GPU). channels_last: NHWC images, which convolution kernels on GPUs prefer. profile: a
+    trainables.profiling.ProfileWindow recording a few of this epoch's steps.
+
+    No host synchronisation per step, so the host queues the next steps while the device runs: the loss and its
+    parts are summed on the device and read every `print_every` steps (0: never) and at the epoch's end. A
+    non-finite loss is found there too (NonFiniteLoss names its step); the steps run since then are lost with the
+    trial, which fails before the epoch's checkpoint. (A loss whose parts are Python floats synchronises inside
+    the loss.) Returns the epoch's averages, images_per_s, time_s and data_wait_s, the seconds the loop waited for
+    batches (data-bound when close to time_s)."""
     model.train()
     meter = MetricLogger()
+    guard = FiniteGuard(device)
     steps = max(len(loader), 1)
     images_seen = 0
+    waited = [0.0]
     start = time.perf_counter()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    for step, batch in enumerate(loader):
+    step = -1
+    for step, batch in enumerate(timed_batches(loader, waited, profile)):
         if batch is None:
             continue
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
@@ -65,23 +116,26 @@ def train_one_epoch(model, compute_loss, optimizer, loader, epoch: int, epochs: 
         progress = (epoch + step / steps) / max(epochs, 1)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss, parts = compute_loss(model, batch, progress)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step} "
-                                f"(parts: {parts}); lower optim.lr or set optim.grad_clip")
+        guard.update(step, loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         n = batch["image"].shape[0]
-        meter.update(n, loss=loss.item(), **parts)
+        meter.update(n, loss=loss, **parts)
         images_seen += n
         if print_every and step % print_every == 0:
+            guard.check(epoch, step)
             log.info("epoch %d step %d/%d loss %.6f", epoch, step, steps, loss.item())
-    elapsed = time.perf_counter() - start
+    guard.check(epoch, step)
     stats = meter.averages()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the queued steps belong to this epoch's time
+    elapsed = time.perf_counter() - start
     stats["images_per_s"] = images_seen / max(elapsed, 1e-9)
     stats["time_s"] = elapsed
+    stats["data_wait_s"] = waited[0]
     return stats
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from datasets.atomic import move_file, write_json
-from trainables.checkpoint import STATE_FILE, has_state
+from trainables.checkpoint import STATE_FILE, CheckpointNotWritten, has_state, saved_epochs
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,14 @@ class LocalReporter:
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         self.history.append(metrics)
         if checkpoint_dir is not None:
-            self._stage(Path(checkpoint_dir))
+            try:
+                self._stage(Path(checkpoint_dir))
+            except OSError as err:  # a full disk (or quota): drop the partial set, keep the last whole checkpoint
+                shutil.rmtree(self.directory / self.STAGING, ignore_errors=True)
+                kept = self._kept()
+                raise CheckpointNotWritten(
+                    err.errno, f"{self.directory}: the checkpoint of epoch {metrics['epoch']} could not be written "
+                    f"({err.strerror or err}); kept: {kept}, whole; nothing half-written is left") from err
             self._commit()
         log.info("epoch %s: %s", metrics["epoch"], json.dumps(metrics))
 
@@ -73,6 +80,15 @@ class LocalReporter:
                 raise ValueError(f"checkpoint {source}: {name} is not a file (a checkpoint is a flat directory)")
             move_file(source / name, staging / name)
         write_json(staging / self.MANIFEST, names)
+
+    def _kept(self) -> str:
+        """What the directory holds, in words, for a message."""
+        if not has_state(self.directory):
+            return "no checkpoint (none was written before)"
+        try:
+            return f"the checkpoint of epoch {saved_epochs(self.directory)}"
+        except Exception:  # noqa: BLE001 - only a message depends on it; the failure being reported comes first
+            return "the previous checkpoint"
 
     def _commit(self) -> None:
         staging = self.directory / self.STAGING

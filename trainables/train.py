@@ -28,6 +28,7 @@ from trainables.engine import evaluate, train_one_epoch
 from trainables.hardware import peak_flops
 from trainables.loaders import train_loader
 from trainables.models import count_flops
+from trainables.profiling import ProfileWindow
 from trainables.runtime import enabled, unwrap
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,11 @@ def eval_datasets(cfg: TrialConfig, codec: HeatmapCodec) -> dict[str, tuple[TopD
     return out
 
 
-def fit(cfg: TrialConfig, reporter) -> None:
+def fit(cfg: TrialConfig, reporter, profile_dir: Path | None = None) -> None:
     """Train the trial `cfg` for optim.epochs, resuming from the context's checkpoint if it has one; each epoch is
     evaluated (rank 0), checkpointed (rank 0, trainables/checkpoint.py) and reported through `reporter`.
-    ValueError from cfg.validate() before anything is loaded; engine.NonFiniteLoss when the loss diverges."""
+    ValueError from cfg.validate() before anything is loaded; engine.NonFiniteLoss when the loss diverges.
+    profile_dir: record a few steps of the first epoch trained with torch.profiler (trainables/profiling.py)."""
     fit_started = time.perf_counter()
     cfg.validate()
     torch.manual_seed(cfg.runtime.seed)
@@ -109,13 +111,14 @@ def fit(cfg: TrialConfig, reporter) -> None:
     # Where a trial's time goes (tests/benchmarks/search_overhead.py): time/train_s and time/eval_s are the steps;
     # time/setup_s is this process's data loading, model building and restore before the first epoch.
     setup_s = time.perf_counter() - fit_started
+    profile = ProfileWindow.for_steps(profile_dir, device, len(loader)) if profile_dir else None
     for epoch in range(start_epoch, cfg.optim.epochs):
         epoch_start = time.perf_counter()
         train_set.set_epoch(epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
         stats = train_one_epoch(model, loss_fn, optimizer, loader, epoch, cfg.optim.epochs, device,
-                                cfg.optim.grad_clip, amp=amp, channels_last=channels_last)
+                                cfg.optim.grad_clip, amp=amp, channels_last=channels_last, profile=profile)
         lr_scheduler.step()
         # "epoch" counts completed epochs (1-based): the MLflow step and ASHA's time axis, stable across resumes.
         metrics = {"epoch": epoch + 1, **{meta.metric_name("train", k): v for k, v in stats.items()}}

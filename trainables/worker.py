@@ -1,5 +1,8 @@
 """Train one trial without Ray, for debugging: `python -m trainables.worker --set optim.epochs=2 lja.p=0.5`.
 
+Imports neither Ray nor MLflow (tests/benchmarks/gpu_check.py runs it on hosts without them). --profile records a
+short torch.profiler window of the first epoch (trainables/profiling.py).
+
 With no data.train_ann the trial trains on the embedded synthetic dataset. An --out holding a checkpoint is
 continued only with --resume, and then only with the settings it was trained with (optim.epochs and runtime.* may
 change); otherwise the run is refused naming the settings that differ (exit 2). The trainer itself is
@@ -9,6 +12,7 @@ trainables/runtime.py.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -56,7 +60,13 @@ def main(argv=None) -> int:
                         "optim.epochs and runtime.* may change)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", type=key_value,
                         help="trial config overrides, e.g. optim.epochs=2 lja.p=0.5")
+    parser.add_argument("--profile", nargs="?", const=True, default=None, type=output_dir, metavar="DIR",
+                        help="record a few training steps of the first epoch with torch.profiler and write the ops' "
+                        "table, the trace and what bounds the step (data, device or host) to DIR (default: "
+                        "--out/profile; trainables/profiling.py)")
     args = parser.parse_args(argv)
+    if args.profile is True:
+        args.profile = args.out / "profile"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from trainables.config import TrialConfig
 
@@ -69,17 +79,29 @@ def main(argv=None) -> int:
     from trainables.runtime import LocalReporter
     from trainables.train import fit
 
-    if not cfg.data.train_ann:
-        cfg = with_synthetic_paths(cfg, ensure_dataset(SyntheticSpec(seed=cfg.runtime.seed)))
-    refusal = reuse_refusal(args.out, cfg, args.resume)
-    if refusal:
-        print(f"error: {refusal}", file=sys.stderr)
-        return 2
-    changed = checkpoint.config_changes(args.out, cfg) if args.resume else {}
-    for key, (old, new) in changed.items():
-        logging.info("resuming with %s = %r (the checkpoint's: %r)", key, new, old)
-    fit(cfg, LocalReporter(args.out))
+    try:
+        if not cfg.data.train_ann:
+            cfg = with_synthetic_paths(cfg, ensure_dataset(SyntheticSpec(seed=cfg.runtime.seed)))
+        refusal = reuse_refusal(args.out, cfg, args.resume)
+        if refusal:
+            print(f"error: {refusal}", file=sys.stderr)
+            return 2
+        changed = checkpoint.config_changes(args.out, cfg) if args.resume else {}
+        for key, (old, new) in changed.items():
+            logging.info("resuming with %s = %r (the checkpoint's: %r)", key, new, old)
+        fit(cfg, LocalReporter(args.out), profile_dir=args.profile)
+    except checkpoint.CheckpointNotWritten as err:
+        print(f"error: --out {err.strerror}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.errno not in FULL:
+            raise
+        print(f"error: {err.filename or 'a file'}: {err.strerror}; free space there and run again", file=sys.stderr)
+        return 1
     return 0
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the environment, not a bug: a sentence, not a traceback
 
 
 def with_synthetic_paths(cfg, paths):

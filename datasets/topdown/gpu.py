@@ -234,7 +234,8 @@ class DeviceLoader:
 
     prefetch > 0 runs the batcher that many batches ahead in a background thread (on CUDA on a side stream, the
     consumer's stream waiting on each batch's event), so decoding and augmenting the next batch overlaps the
-    training step instead of following it (the engine's per-step loss.item() empties the GPU's queue every step).
+    training step instead of following it (the engine reads the loss back only every print interval, so the GPU's
+    queue stays full between).
     Default: 1 on CUDA, 0 elsewhere."""
 
     def __init__(self, loader, batcher: GpuTopDownBatcher, prefetch: int | None = None):

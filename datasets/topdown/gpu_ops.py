@@ -6,7 +6,6 @@ decode (nvjpeg through `torchvision.io.decode_jpeg`), the affine crop of a batch
 """
 from __future__ import annotations
 
-import struct
 import warnings
 
 import numpy as np
@@ -22,35 +21,20 @@ _SOF_MARKERS = {0xC0, 0xC1, 0xC2}  # baseline, extended and progressive Huffman:
 
 
 def jpeg_needs_cpu(data) -> bool:
-    """True unless `data` is a Huffman-coded JPEG of 1 or 3 components without an EXIF rotation: such files
-    (PNGs, CMYK or arithmetic-coded JPEGs, phone photos with an orientation tag, which cv2.imread turns upright)
-    are decoded by the loader exactly as the CPU path does; everything else goes to the device as bytes."""
+    """True unless `data` is a Huffman-coded 8-bit JPEG of 1 or 3 components: other files (PNGs, CMYK or
+    arithmetic-coded JPEGs) are decoded by the loader exactly as the CPU path does; the rest go to the device as
+    bytes. An EXIF orientation tag does not matter: both decoders ignore it (image_check.py)."""
     buf = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else memoryview(data)
     if len(buf) < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
         return True
     sof = components = None
     try:
         for marker, segment, _ in jpeg_segments(buf):
-            if marker == 0xE1 and bytes(segment[:6]) == b"Exif\x00\x00" \
-                    and _exif_orientation(segment[6:]) not in (0, 1):
-                return True
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
                 sof, components = (marker if segment[0] == 8 else None), segment[5]  # 8-bit samples only
         return sof not in _SOF_MARKERS or components not in (1, 3)
-    except (IndexError, struct.error, ValueError):
+    except (IndexError, ValueError):
         return True
-
-
-def _exif_orientation(tiff: memoryview) -> int:
-    order = {b"II": "<", b"MM": ">"}.get(bytes(tiff[:2]))
-    if order is None:
-        return 0
-    ifd = struct.unpack_from(order + "I", tiff, 4)[0]
-    for k in range(struct.unpack_from(order + "H", tiff, ifd)[0]):
-        tag, _, _ = struct.unpack_from(order + "HHI", tiff, ifd + 2 + 12 * k)
-        if tag == 0x0112:
-            return struct.unpack_from(order + "H", tiff, ifd + 2 + 12 * k + 8)[0]
-    return 0
 
 
 def _decode(data, device: torch.device):
@@ -58,7 +42,8 @@ def _decode(data, device: torch.device):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 deprecates its codecs for TorchCodec
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        # The stored pixels, as the CPU path reads them (image_check.py): an EXIF orientation tag is not applied.
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=False)
 
 
 def decode_images(sources: list[torch.Tensor], device) -> list[torch.Tensor | None]:

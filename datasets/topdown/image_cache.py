@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from datasets.topdown.geometry import warp_image
-from datasets.topdown.image_check import decode_bgr
+from datasets.topdown.image_check import decode_bgr, is_jpeg
 
 
 def read_full(path: str, matrix: np.ndarray, output_hw: tuple[int, int], image_wh=None) -> np.ndarray:
@@ -83,8 +83,9 @@ def plan_region(geoms, scale_range: tuple[float, float], max_rotation: float, ou
 
 
 def reducible(path: str) -> bool:
-    """JPEG only: libjpeg scales in the DCT; other formats would be decoded whole and resized."""
-    return path.lower().endswith(_JPEG_SUFFIXES)
+    """JPEG content only (image_check.is_jpeg, not the file name: a PNG saved as .jpg is common): libjpeg scales in
+    the DCT; other formats would be decoded whole and resized."""
+    return is_jpeg(str(path))
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,6 @@ class RegionPlan:
                 math.ceil((x1 - off) / reduction) + 3, math.ceil((y1 - off) / reduction) + 3)
 
 
-_JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 def _warp_rgba(rgba: np.ndarray, matrix: np.ndarray, output_hw: tuple[int, int]) -> np.ndarray:
     """warp_image of an RGBA image, returned as (H, W, 3) RGB."""
     return cv2.cvtColor(warp_image(rgba, matrix, output_hw), cv2.COLOR_RGBA2RGB)

@@ -10,16 +10,23 @@ after it, or none at all) is read whole, to look for the marker after the start 
 IEND chunk. After decoding, the size must be the annotation's `width` x `height` (at 1/reduction for libjpeg's
 scaled decode: ceil(size / reduction)). A file failing either is an ImageFault: the sample is skipped and counted,
 and the log names the file and why.
+
+Pixels are the file's as stored: an EXIF orientation tag is ignored (IMREAD_IGNORE_ORIENTATION), as HRNet's
+loader reads COCO and MPII (`cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION`) and as torchvision's device decoder
+does by default, because the annotations index the stored pixels; turning a tagged image upright would move every
+joint off its pixel (a 180-degree tag keeps the size, so no size check could catch it). Grayscale, CMYK, 16-bit and
+palette images are converted to 8-bit BGR by the decoder; the content, not the file name, decides the format.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
 import cv2
 import numpy as np
 
-__all__ = ["ImageFault", "decode_bgr", "check_bytes", "check_file", "check_size", "jpeg_segments"]
+__all__ = ["ImageFault", "decode_bgr", "check_bytes", "check_file", "check_size", "is_jpeg", "jpeg_segments"]
 
 _EOI = b"\xff\xd9"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -33,15 +40,28 @@ class ImageFault(Exception):
 
 
 def decode_bgr(path: str, image_wh=None, reduction: int = 1) -> np.ndarray:
-    """cv2.imread of `path` (IMREAD_COLOR, or libjpeg's 1/`reduction` scaled decode) after check_file, its size
-    checked against `image_wh` (the annotation's (width, height); None or 0 where unknown). ImageFault otherwise."""
+    """(H, W, 3) uint8 BGR: cv2.imread of `path` (IMREAD_COLOR, or libjpeg's 1/`reduction` scaled decode; EXIF
+    orientation ignored) after check_file, its size checked against `image_wh` (the annotation's (width, height);
+    None or 0 where unknown). ImageFault otherwise."""
     check_file(path)
-    flag = _REDUCED_FLAGS[reduction] if reduction > 1 else cv2.IMREAD_COLOR
+    flag = (_REDUCED_FLAGS[reduction] if reduction > 1 else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imread(str(path), flag)
     if image is None:
         raise ImageFault("the decoder cannot read it")
     check_size(image.shape[:2], image_wh, reduction)
     return image
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def is_jpeg(path: str) -> bool:
+    """Whether the file at `path` starts as a JPEG (FF D8 FF), whatever its name says: only a JPEG may take
+    libjpeg's scaled decode (OpenCV resizes any other format, to floor(size / reduction), which is not the geometry
+    the reduced crop assumes). Read once per path and process; False for a file that cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(3) == b"\xff\xd8\xff"
+    except OSError:
+        return False
 
 
 def check_file(path) -> None:
@@ -64,7 +84,7 @@ def check_file(path) -> None:
 
 def check_bytes(data, image_wh=None) -> None:
     """check_file for a file's bytes in memory (the device path's), plus, for a JPEG, its frame size against
-    `image_wh` read from the header (what the device decoder will return, EXIF rotation aside)."""
+    `image_wh` read from the header (what the device decoder returns: it ignores EXIF orientation too)."""
     buf = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else memoryview(data)
     if len(buf) == 0:
         raise ImageFault("empty file")

@@ -72,4 +72,10 @@ def check_annotations(data: dict, dataset: str) -> dict[str, Dropped]:
                                 visibility_splits=False)
         if split.dropped:
             dropped["det_file"] = split.dropped
+    if data.get("data.val_gt") and data.get("data.val_ann"):
+        # MPII: the scorer's ground truth (mpii_gt_val.mat) read as the trials read it, so a json whose persons are
+        # not the .mat's (another count, another order of files) stops the search here, not inside every trial.
+        load_eval_split(entry.protocol, data["data.val_ann"], data.get("data.val_images") or "", entry.skeleton,
+                        int(data.get("data.max_val_samples") or 0), gt_mat=data["data.val_gt"],
+                        visibility_splits=False)
     return dropped

@@ -5,7 +5,7 @@ device, then (for the training figure) SimpleBaseline's forward/backward/Adam st
 (bf16 autocast and channels_last on CUDA, the engine's "auto").
 
     python tests/benchmarks/gpu_pipeline.py --json [--device cuda|cpu] [--batch 256] [--model simplebaseline_r50]
-        [--steps 20] [--warmup 3] [--workers N] [--compile] [--no-lja] [--no-cpu-baseline]
+        [--steps 20] [--warmup 3] [--workers N] [--compile] [--no-lja] [--no-cpu-baseline] [--profile DIR]
 
 Data: the real COCO fixture (../shared/data/coco, or --ann/--images) cycled to batch x (warmup + steps) samples
 (each index draws its own augmentation); without it, synthetic 640x480 JPEGs. Prints one JSON object:
@@ -16,6 +16,9 @@ Data: the real COCO fixture (../shared/data/coco, or --ann/--images) cycled to b
   train_model_only_img_s  forward/backward/step on one resident batch (the model's ceiling)
   train_img_s             the whole training step with data: loader -> DeviceLoader -> forward/backward/step
   cpu_path_img_s          the CPU pipeline (TopDownDataset + collate_skip_none, same workers) for comparison
+  cpu_path_train_img_s    the whole training step fed by the CPU pipeline (pinned batches, non_blocking copies)
+  profile                 with --profile: trainables/profiling.py's summary of a window of the train_img_s loop
+                          (run after the timed phases, so it costs them nothing), its table and trace in DIR
 Every figure is images per second over `steps` batches after `warmup` batches, with the device synchronised; the
 figures fed by a DataLoader first drain the batches its workers prefetched (workers x prefetch), so they are steady
 state, not the head start of a full queue.
@@ -50,6 +53,7 @@ from datasets.topdown.dataset import TopDownDataset, collate_skip_none  # noqa: 
 from trainables.engine import heatmap_loss  # noqa: E402
 from trainables.losses import keypoint_mse  # noqa: E402
 from trainables.models import create_model  # noqa: E402
+from trainables.profiling import ProfileWindow  # noqa: E402
 
 TARGET_IMG_S = 5000.0
 
@@ -88,7 +92,7 @@ def build_dataset(args, records, samples: int) -> TopDownDataset:
 
 def loader_of(dataset, args, collate):
     return torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
-                                       collate_fn=collate, drop_last=True,
+                                       collate_fn=collate, drop_last=True, pin_memory=args.device.startswith("cuda"),
                                        prefetch_factor=args.prefetch if args.workers else None)
 
 
@@ -133,6 +137,7 @@ def main(argv=None) -> None:
     p.add_argument("--no-cpu-baseline", action="store_true", help="skip timing the CPU pipeline")
     p.add_argument("--cpu-full-decode", action="store_true",
                    help="CPU baseline without its reduced-decode fast path (where the dataset has one)")
+    p.add_argument("--profile", type=Path, help="profile a window of the data-included training loop into DIR")
     p.add_argument("--ann", type=Path, default=shared / "coco/test_coco.json")
     p.add_argument("--images", type=Path, default=shared / "coco")
     args = p.parse_args(argv)
@@ -185,14 +190,21 @@ def main(argv=None) -> None:
     model.train()
 
     def train_step(batch) -> int:
-        # trainables/engine.py's step: autocast forward + loss, zero_grad, backward, step, loss.item().
+        # trainables/engine.py's step: autocast forward + loss, zero_grad, backward, step; no host synchronisation
+        # (the engine reads the loss once per logging interval).
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
             loss, _ = compute_loss(step_model, batch, 0.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss.item()
         return batch["image"].shape[0]
+
+    def host_train_step(batch) -> int:
+        # As the engine takes a CPU-pipeline batch: non_blocking copies (from pinned memory on CUDA), NHWC images.
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last if on_cuda else
+                                                   torch.contiguous_format)
+        return train_step(batch)
 
     resident = batcher(host[0])
     result["train_model_only_img_s"] = timed((resident for _ in range(10**9)), args.warmup, args.steps, device,
@@ -201,6 +213,12 @@ def main(argv=None) -> None:
     if not args.no_cpu_baseline:
         result["cpu_path_img_s"] = timed(iter(loader_of(dataset, args, collate_skip_none)), loader_warmup,
                                          args.steps, device, lambda b: b["image"].shape[0])
+        result["cpu_path_train_img_s"] = timed(iter(loader_of(dataset, args, collate_skip_none)), loader_warmup,
+                                               args.steps, device, host_train_step)
+    if args.profile:
+        window = ProfileWindow(args.profile, device, "pipeline", skip=loader_warmup, active=min(args.steps, 8))
+        timed(window.batches(device_batches()), loader_warmup, args.steps, device, train_step)
+        result["profile"] = window.summary
     result["target_img_s"] = TARGET_IMG_S
     result["meets_target"] = bool(on_cuda and result["train_img_s"] >= TARGET_IMG_S)
     if on_cuda:

@@ -215,13 +215,14 @@ def test_jpeg_routing_and_exif_rotated_files_match_the_cpu_path(tmp_path, synthe
     Image.fromarray(pixels).save(rotated, exif=exif.tobytes(), quality=95)
     Image.fromarray(pixels).convert("CMYK").save(cmyk, quality=95)
     needs = {p.name: gpu.jpeg_needs_cpu(np.fromfile(p, np.uint8)) for p in (plain, rotated, cmyk, png)}
-    assert needs == {"plain.jpg": False, "rotated.jpg": True, "cmyk.jpg": True, "image.png": True}
+    # An orientation tag does not route a file: both decoders read the stored pixels (image_check.py).
+    assert needs == {"plain.jpg": False, "rotated.jpg": False, "cmyk.jpg": True, "image.png": True}
     assert gpu.jpeg_needs_cpu(b"\xff\xd8\xff") and gpu.jpeg_needs_cpu(b"GIF89a")
-    # The rotated file is decoded upright by the loader (as cv2.imread does), the others go as bytes: one batch.
+    # The tagged file goes as bytes like the plain one, the PNG is decoded by the loader: one batch, the CPU's.
     records = [person(rng, k, k, f, 240, 180) for k, f in enumerate((rotated, plain, png))] + synthetic[:2]
     dataset = cpu_dataset(records)
     source = gpu.GpuTopDownSource(dataset)
-    assert [source[i]["source"].dim() for i in range(len(records))] == [3, 1, 3, 1, 1]
+    assert [source[i]["source"].dim() for i in range(len(records))] == [1, 1, 3, 1, 1]
     assert_same_batch(dataset, range(len(records)))
 
 

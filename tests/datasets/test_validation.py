@@ -80,3 +80,33 @@ def test_protocol_of_a_skeleton_sets_the_fields_a_coco_file_needs():
     assert "area" in validation.ANNOTATION_FIELDS["coco"] and "area" not in validation.ANNOTATION_FIELDS["crowdpose"]
     assert "crowdIndex" in validation.IMAGE_FIELDS["crowdpose"]
     assert validation.Dropped().summary("boxes") == ""
+
+
+def _mpii_edit(edit):
+    def apply(layouts):
+        path = layouts / "mpii/annotations/mpii_val.json"
+        persons = json.loads(path.read_text())
+        path.unlink()  # a symlink to the fixture: replaced, never written through
+        path.write_text(json.dumps(edit(persons)))
+    return apply
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: [{**p[0], "joints": p[0]["joints"] + [[1.0, 1.0]]}] + p[1:], "person 0: field 'joints'"),
+    (lambda p: [{**p[0], "joints_vis": p[0]["joints_vis"][:15]}] + p[1:], "person 0: field 'joints_vis'"),
+    (lambda p: p[:-1], "4 persons but the head-box file holds 5"),
+])
+def test_search_preflight_refuses_an_mpii_file_its_trials_would_crash_on(fresh_layouts, tmp_path, capsys, edit,
+                                                                          message):
+    """Issue 15 kind 1: an MPII person with 17 joints, or a json whose person count differs from mpii_gt_val.mat,
+    stops `search/run.py` in its pre-flight (exit 2, the file and entry named) before Ray starts or anything is
+    written, instead of failing inside every trial."""
+    from search.run import main
+
+    _mpii_edit(edit)(fresh_layouts)
+    storage = tmp_path / "ray"
+    code = main(["--space", "lja", "--dataset", "mpii", "--data-root", str(fresh_layouts / "mpii"), "--smoke",
+                 "--storage-path", str(storage), "--experiment", "refused"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "mpii_val.json" in err, err
+    assert not storage.exists()

@@ -1,6 +1,6 @@
 """Credentials never leave the process environment (issue 15 item 7): the one masker, each place a store URI is
 shown or stored, and one real --smoke search with a planted secret in --optuna-storage, whose every file is
-grepped for it."""
+grepped for it; a second search started beside it at the same moment makes it the two-searches-at-once test too."""
 import pickle
 from pathlib import Path
 
@@ -84,14 +84,29 @@ def test_settings_and_printed_commands_are_masked(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_planted_secret_is_in_no_file_a_search_writes(tmp_path, dataset_cache):
+def test_a_planted_secret_is_in_no_file_two_simultaneous_searches_write(tmp_path, dataset_cache):
+    """Two searches started at the same moment on one machine, on one fresh sqlite MLflow store (issue 15 item 6):
+    the store is created once, each search runs its own local Ray, both end with their books agreeing (a search
+    whose books disagree exits 1). One of them holds a planted password in --optuna-storage: no file either writes
+    holds it (item 7)."""
     search = SearchCLI(tmp_path, dataset_cache)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}?password={PLANTED}"
-    result = search.run("--space", "lja", "--smoke", "--num-samples", "2", "--epochs", "1", "--storage-path",
-                        tmp_path / "ray", "--experiment", "secret", "--optuna-storage", storage, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    common = ("--space", "lja", "--smoke", "--num-samples", "1", "--storage-path", tmp_path / "ray")
+    secret = search.start(*common, "--experiment", "secret", "--optuna-storage", storage)
+    beside = search.start(*common, "--experiment", "beside")
+    outputs = {}
+    for name, proc in (("secret", secret), ("beside", beside)):
+        outputs[name] = proc.communicate(timeout=900)[0]
+        assert proc.returncode == 0, f"{name}:\n{outputs[name][-4000:]}"
+    assert "Found multiple active Ray instances" not in "".join(outputs.values())
     assert (tmp_path / "optuna.db").is_file() and (tmp_path / "mlflow.db").is_file()
-    assert PLANTED not in result.stdout + result.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(search.tracking_uri)
+    for name in outputs:
+        runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        assert len(runs) == 2 and sum(r.data.tags.get("mlflow.parentRunId") is None for r in runs) == 1, name
+    assert PLANTED not in "".join(outputs.values())
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(files) > 10
     leaks = [p for p in files if PLANTED.encode() in p.read_bytes()]

@@ -1,0 +1,5 @@
+import sys
+
+from datasets.download.run import main
+
+sys.exit(main())
