@@ -58,7 +58,7 @@ def staged_loss(loss_fn, codec: HeatmapCodec):
             target = codec.resample_targets(batch["heatmaps"], batch["target_weight"], pred.shape[-2:])
             loss, parts = loss_fn(pred, target, batch["target_weight"], progress)
             total = total + w * loss
-            per_stage[f"loss_stage{i}"] = loss.item()
+            per_stage[f"loss_stage{i}"] = loss.detach()  # summed on the device by the engine: no host sync
         return total, {**parts, **(per_stage if len(outputs) > 1 else {})}
 
     return compute

@@ -44,7 +44,8 @@ def test_hourglass_loss_is_the_sum_over_its_stacks(stacks):
     per_stack = [keypoint_mse(o, batch["heatmaps"], batch["target_weight"]) for o in outputs]
     assert len(per_stack) == stacks and sorted(parts) == [f"loss_stage{i}" for i in range(stacks)]
     assert torch.allclose(loss, sum(per_stack), rtol=1e-5)
-    assert [parts[f"loss_stage{i}"] for i in range(stacks)] == pytest.approx([p.item() for p in per_stack], rel=1e-5)
+    logged = [float(parts[f"loss_stage{i}"]) for i in range(stacks)]
+    assert logged == pytest.approx([p.item() for p in per_stack], rel=1e-5)
     with torch.no_grad():  # evaluation reads the last stack
         assert torch.equal(model.eval()(batch["image"]), stage_outputs(model, batch["image"])[-1])
 
