@@ -109,14 +109,14 @@ class DynamicStructureLoss(torch.nn.Module):
         self.register_buffer("matrix", structure_matrix(limb_chains, num_keypoints), persistent=False)
         self.config = config
 
-    def forward(self, pred, target, weight, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, pred, target, weight, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         mse = keypoint_mse(pred, target, weight)
         ones = torch.ones(pred.shape[0], self.matrix.shape[0], device=pred.device)
         limb = keypoint_mse(
             structure_heatmaps(pred, weight, self.matrix), structure_heatmaps(target, weight, self.matrix), ones
         )
         lam = self.config.lambda_at(progress)
-        return mse + lam * limb, {"loss_mse": mse.item(), "loss_limb": limb.item(), "lambda": lam}
+        return mse + lam * limb, {"loss_mse": mse.detach(), "loss_limb": limb.detach(), "lambda": lam}
 
 
 def neighbour_matrix(bones, num_keypoints: int) -> torch.Tensor:
@@ -136,12 +136,12 @@ class StructureAwareLoss(torch.nn.Module):
         self.register_buffer("matrix", neighbour_matrix(bones, num_keypoints), persistent=False)
         self.alpha = alpha
 
-    def forward(self, pred, target, weight, progress: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, pred, target, weight, progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         mse = keypoint_mse(pred, target, weight)
         ones = torch.ones_like(weight)
         structure = keypoint_mse(structure_heatmaps(pred, weight, self.matrix),
                                  structure_heatmaps(target, weight, self.matrix), ones)
-        return mse + self.alpha * structure, {"loss_mse": mse.item(), "loss_structure": structure.item()}
+        return mse + self.alpha * structure, {"loss_mse": mse.detach(), "loss_structure": structure.detach()}
 
 
 # --- OASNet's mimic losses -------------------------------------------------------------------------------------------

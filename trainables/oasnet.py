@@ -118,7 +118,7 @@ class OASNetLoss:
             total = total + w * keypoint_mse(pred, target, weight)
         return total
 
-    def __call__(self, model, batch: dict, progress: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, model, batch: dict, progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         """batch (TopDownDataset with siamese=True): `image` (clean view) and `image_occluded`, `heatmaps`,
         `target_weight` and `target_weight_occluded`, occlusion targets `occlusion` / `occlusion_occluded` and the
         clean view's `natural_occlusion` (N, h, w). `model` is an OASNet, possibly DDP-wrapped."""
@@ -134,4 +134,4 @@ class OASNetLoss:
         keep = (at_size(batch["natural_occlusion"], size, pool="max") < 0.5).float()
         mimic = self.mimic(occluded["features"], clean["features"], keep)
         total = joints + self.lambda_o * occ + self.lambda_mimic * mimic
-        return total, {"loss_joints": joints.item(), "loss_occlusion": occ.item(), "loss_mimic": mimic.item()}
+        return total, {"loss_joints": joints.detach(), "loss_occlusion": occ.detach(), "loss_mimic": mimic.detach()}

@@ -51,6 +51,22 @@ def test_the_loop_reads_no_tensor_per_step_only_per_interval_and_epoch():
     assert reads(6, itemised) - reads(2, itemised) == 4
 
 
+def test_the_default_losses_read_no_tensor_per_step():
+    """The DSL (the default loss) and the structure-aware loss return their parts as device tensors: per step they
+    read nothing (was: two .item() per step each, a host synchronisation on a GPU)."""
+    from trainables.losses import DynamicStructureLoss, StructureAwareLoss
+    from trainables.config import LossConfig
+
+    bones = [(0, 1), (1, 2), (2, 3)]
+    for loss in (DynamicStructureLoss(bones, K, LossConfig()), StructureAwareLoss(bones, K, 0.5)):
+        compute = heatmap_loss(loss)
+        extra = {key: float(value) for key, value in loss(torch.rand(2, K, 8, 8), torch.rand(2, K, 8, 8),
+                                                          torch.ones(2, K), 0.5)[1].items()}
+        assert reads(6, compute) == reads(2, compute), type(loss).__name__
+        # the parts' averages are read once at the end, beside the loss and the guard
+        assert reads(2, compute) == 2 + sum(1 for key in extra if key != "lambda"), type(loss).__name__
+
+
 def diverging(from_step: int):
     calls = [0]
 

@@ -94,7 +94,7 @@ def test_structure_aware_loss_is_mse_at_alpha_zero_and_adds_neighbours():
     assert StructureAwareLoss(COCO17.bones, 17, 0.0)(pred, target, weight)[0] == pytest.approx(
         keypoint_mse(pred, target, weight).item())
     loss, parts = StructureAwareLoss(COCO17.bones, 17, 0.5)(pred, target, weight)
-    assert loss.item() == pytest.approx(parts["loss_mse"] + 0.5 * parts["loss_structure"], rel=1e-5)
+    assert loss.item() == pytest.approx(float(parts["loss_mse"]) + 0.5 * float(parts["loss_structure"]), rel=1e-5)
     assert parts["loss_structure"] > parts["loss_mse"]
 
 
