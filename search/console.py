@@ -9,6 +9,11 @@ the console, once each, in one plain line: Python logging records of level WARNI
 worker lines that carry a WARNING/ERROR level or a traceback (`forward_worker_warnings`, on Ray's own dispatcher of
 worker output). `--verbose` keeps Ray's output on the console as before.
 
+Ray's own knobs do not give this: `RunConfig(verbose=0)` silences Tune's tables but not the Train controller's and
+workers' lines; `ray.init(log_to_driver=False)` drops worker lines from the driver altogether (they stay only in
+Ray's session directory, where neither this log nor the console's warnings see them); `RAY_DEDUP_LOGS` only merges
+repeats. Pointing the descriptors at one file keeps every line, next to the experiment.
+
 The console is `rich` on a terminal and plain, unstyled lines otherwise (CI, `| tee`, a file).
 """
 from __future__ import annotations
@@ -30,7 +35,8 @@ from rich.console import Console as RichConsole
 # ("safe to ignore") stay in the log.
 NOTABLE = re.compile(r"(^|\s)(WARNING|ERROR|CRITICAL|FATAL)[\s:]|restored from .*continuing at epoch")
 # Said at every start by design, not something to act on: kept in the log only.
-BENIGN = ("Token authentication is enabled", "safe to ignore", "A new study created", "Using the latest trial", "FutureWarning",
+BENIGN = ("Token authentication is enabled", "safe to ignore", "A new study created", "Using the latest trial",
+          "FutureWarning",
           "Creating initial MLflow database tables", "Updating database tables")
 NUMBERS = re.compile(r"\d+(\.\d+)?")
 PLAIN_WIDTH = 220  # off a terminal no line is wrapped: one table row stays one line of the log

@@ -260,7 +260,8 @@ class MLflowTrialCallback(tune.Callback):
             if done:
                 self.spool.replace(pending[done:])
         if done == len(pending) and self._down_since is not None:
-            console().line(f"MLflow is back after {time.monotonic() - self._down_since:.0f} s; queued records delivered")
+            console().line(f"MLflow is back after {time.monotonic() - self._down_since:.0f} s; queued records "
+                           "delivered")
             self._down_since = None
         return done == len(pending)
 
