@@ -51,9 +51,19 @@ class Console:
         self.tty = self.stream.isatty() if tty is None else tty
         self.log_path = log_path
         self.rich = RichConsole(file=self.stream, force_terminal=self.tty, no_color=not self.tty, highlight=False,
-                                width=None if self.tty else PLAIN_WIDTH, soft_wrap=not self.tty, emoji=False)
+                                width=self._width(), soft_wrap=not self.tty, emoji=False)
         self._said: set[str] = set()
         self._lock = threading.Lock()
+
+    def _width(self) -> int:
+        """The terminal's width, read from the console's own descriptor (in a quiet search stdout is the log, where
+        rich would find none and assume 80 columns); PLAIN_WIDTH off a terminal."""
+        if not self.tty:
+            return PLAIN_WIDTH
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            return 80
 
     def line(self, text: str) -> None:
         """One plain line (above a live view, when one is shown)."""

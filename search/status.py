@@ -24,6 +24,7 @@ from search.stores import (DEFAULT_TRACKING_URI, experiment_dir, mlflow_ui_comma
 from search.tracking import STEP_MARKER_METRIC
 
 MLFLOW_STATES = {"RUNNING": "running", "FAILED": "failed", "KILLED": "interrupted", "SCHEDULED": "pending"}
+TUNE_STATES = {"RUNNING": "running", "PENDING": "pending", "PAUSED": "paused", "TERMINATED": "done", "ERROR": "failed"}
 
 
 def log_path(storage_path: str, experiment: str) -> Path:
@@ -107,14 +108,7 @@ def collect(experiment: str, storage_path: str, uri: str | None = None) -> Searc
     space = canonical(settings.get("space") or params.get("space", ""))
     metric = settings.get("metric") or params.get("metric", "val_occ/AP")
     clean = settings.get("clean_metric") or "val/AP"
-    tune = {}
-    if "://" not in where and Path(where).is_dir():
-        try:
-            from search.consistency import tune_trials
-
-            tune = tune_trials(where)
-        except Exception:  # noqa: BLE001 - a state file Tune is rewriting right now: MLflow's view suffices
-            tune = {}
+    tune = tune_state(where)
     rows = []
     for trial_id in sorted(set(registry.get("trials", {})) | set(tune)):
         run_id = registry.get("trials", {}).get(trial_id)
@@ -127,8 +121,10 @@ def collect(experiment: str, storage_path: str, uri: str | None = None) -> Searc
             row.epoch = max(steps, default=0)
             row.params = {k: _param(v) for k, v in run.data.params.items() if k.startswith(SEARCHED_SECTIONS)}
             row.state = _state(run, row.epoch, int(settings.get("epochs") or params.get("epochs") or 0))
-        elif tune.get(trial_id, ("PENDING",))[0] == "ERROR":
-            row.state = "failed"
+        else:  # not in MLflow yet: Tune's word and config
+            status, config = tune.get(trial_id, ("PENDING", {}))
+            row.state = TUNE_STATES.get(status, status.lower())
+            row.params = {k: v for k, v in config.items() if k.startswith(SEARCHED_SECTIONS)}
         rows.append(row)
     searched = _searched(space, rows)
     points = SPACES[space].paper_points if space in SPACES else ()
@@ -143,6 +139,26 @@ def collect(experiment: str, storage_path: str, uri: str | None = None) -> Searc
                         int(settings.get("num_samples") or params.get("num_samples") or len(rows)),
                         registry.get("parent"), _parent_state(parent), rows, searched, floor,
                         parent.info.experiment_id if parent else None)
+
+
+def tune_state(where: str) -> dict[str, tuple[str, dict]]:
+    """{trial id: (Tune status, config)} from the experiment state Tune saved (read only); {} when there is none yet
+    or Tune is rewriting it (MLflow's view then suffices)."""
+    import logging
+
+    if "://" in where or not Path(where).is_dir():
+        return {}
+    quiet = logging.getLogger("ray")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "Failed to fetch metrics" for trials without results yet
+    try:
+        from ray.tune import ExperimentAnalysis
+
+        return {t.trial_id: (t.status, dict(t.config or {})) for t in ExperimentAnalysis(where).trials}
+    except Exception:  # noqa: BLE001 - a state file being rewritten, or none yet
+        return {}
+    finally:
+        quiet.setLevel(level)
 
 
 def _state(run, epoch: int, epochs: int) -> str:
@@ -203,7 +219,7 @@ def next_commands(status: SearchStatus, storage_path: str, uri: str | None = Non
     report = f"python dashboards/report.py --experiment {status.experiment}"
     if uri != DEFAULT_TRACKING_URI:
         report += f" --tracking-uri {mask_uri(uri)}"
-    again = "--status" if status.parent_state == "finished" else "--resume"
+    again = "--resume" if status.parent_state in ("interrupted", "failed") else "--status"  # finished, running
     space = f"--space {status.space} " if again == "--resume" else ""
     return [("browse the runs", f"{mlflow_ui_command(uri)}  (experiment {status.experiment})"),
             ("build the report", report),

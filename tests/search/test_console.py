@@ -3,6 +3,7 @@ live board's lines and table, the summary table, the dataset's progress hook; an
 in a real terminal (tmux) read back with `capture-pane`."""
 import io
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -88,6 +89,23 @@ def test_worker_lines_reach_the_console_only_when_they_warn_fail_or_restore():
     assert worker_message("Traceback (most recent call last):") is None
     assert worker_message("ray.exceptions.GetTimeoutError: Get timed out: some object(s) not ready.") is None
     assert worker_message("WARNING:trainables.loaders:3 images skipped") == "3 images skipped"
+
+
+def test_a_restored_trial_and_a_worker_warning_reach_the_console_once(monkeypatch):
+    """Worker output as Ray's log monitor hands it to the driver (search/console.py hooks its dispatcher)."""
+    import search.console as console_module
+
+    console, out = plain_console()
+    monkeypatch.setattr(console_module, "_current", console)
+    batch = {"pid": 4242, "actor_name": "RayTrainWorker", "is_err": True, "lines": [
+        "2026-11-30 10:58:50,652\tINFO train.py:101 -- restored from /r/ab12/ckpt_1, continuing at epoch 2",
+        "2026-11-30 10:58:51,001\tINFO train.py:120 -- epoch 2 step 0/2 loss 0.03",
+        "2026-11-30 10:58:52,101\tWARNING loaders.py:40 -- 3 images could not be decoded; skipped"]}
+    console_module._on_worker_output(batch)
+    console_module._on_worker_output({**batch, "pid": 4243})  # the same warning from another worker
+    assert out.getvalue().splitlines() == [
+        "note: restored from /r/ab12/ckpt_1, continuing at epoch 2 [RayTrainWorker pid=4242]",
+        "warning: 3 images could not be decoded; skipped [RayTrainWorker pid=4242]"]
 
 
 def test_console_says_each_warning_once_numbers_aside():
@@ -196,9 +214,14 @@ def test_smoke_search_in_a_terminal_shows_the_live_table_and_the_summary(tmp_pat
         tmux(socket, "kill-server")
     final = screens[-1]
     assert "EXIT=0" in final, final
-    live = [s for s in screens if "progress:" in s and "ETA" in s and "running" in s]
+    # the live table: its header line, its columns, a row per running trial
+    header = re.compile(r"^progress: [01]/2 trials done, [12] running; \d+:\d\d elapsed", re.M)
+    live = [s for s in screens if header.search(s)
+            and re.search(r"[0-9a-f]{8}\s*│\s*running\s*│\s*[01]/1\s*│", s)]
     assert live, "the live table was never on screen:\n" + "\n".join(screens[-3:])
-    assert "trials done" in live[0] and "┃ trial" in live[0] or "│ trial" in live[0]
+    columns = ("trial", "state", "epoch", "val_occ/AP now", "best", "img/s", "ETA")
+    assert re.search(r"\s*┃\s*".join(map(re.escape, columns)), live[0])
+    assert f"log: {tmp_path / 'ray' / 'tty.log'} (Ray's output; --verbose shows it here)" in final  # one line: 220
     for needle in ("tty: trials best first by val_occ/AP", "paper point", "mean pose", "browse the runs:",
                    "build the report:", "status again:", f"summary JSON: {tmp_path / 'ray' / 'tty.summary.json'}"):
         assert needle in final, needle
