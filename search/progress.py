@@ -130,6 +130,13 @@ class Board:
         if not self.console.tty:
             self.console.line(self.header())
 
+    def settle(self, state: str = "stopped") -> None:
+        """At the search's end: the trials Tune stopped without reporting their end (time budget, Ctrl-C)."""
+        with self._lock:
+            for row in self.rows.values():
+                if row.state == "running":
+                    row.state = state
+
     # -- views ----------------------------------------------------------------------------------------------------
 
     def best_row(self) -> Row | None:

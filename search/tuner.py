@@ -232,8 +232,9 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
                  f"{max_concurrent} at a time; MLflow parent run {parent}")
     searched = tuple(k for point in SPACES[args.space].paper_points for k in point)
     fit_started = time.monotonic()
-    with board_for(console, args, base_flat, searched).live():
+    with board_for(console, args, base_flat, searched).live() as board:
         results = tuner.fit()
+        board.settle()  # trials the time budget or Ctrl-C stopped were never reported ended
     # Whatever the trial callback could not deliver (MLflow was down) goes now, before the runs are read back.
     MLflowTrialCallback(tracker, base_flat, args.metric).drain()
 

@@ -77,6 +77,8 @@ def test_board_table_has_a_row_per_trial_with_epoch_eta_and_the_best_marked():
     header, row = cells(text)
     assert header == ["trial", "state", "epoch", "val_occ/AP now", "best", "img/s", "ETA"]
     assert row == ["aaaa1111", "running", "1/4", "0.500", "0.500", "42", "1:30"]  # 3 more epochs of 30 s
+    board.settle()  # the search ended (time budget) without Tune reporting this trial's end
+    assert cells(rendered(board.render()))[1] == ["aaaa1111", "stopped", "1/4", "0.500", "0.500", "42", "—"]
 
 
 def test_worker_lines_reach_the_console_only_when_they_warn_fail_or_restore():
@@ -201,7 +203,7 @@ def test_smoke_search_in_a_terminal_shows_the_live_table_and_the_summary(tmp_pat
                         shlex.quote(str(REPO_ROOT / "search" / "run.py")), "--space lja --smoke --storage-path",
                         shlex.quote(str(tmp_path / "ray")), "--experiment tty; echo EXIT=$?; sleep 600"])
     tmux(socket, "new-session", "-d", "-x", "220", "-y", "70", "-c", str(tmp_path), "bash", "-c", command)
-    screens = []
+    screens, running = [], None
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -209,6 +211,11 @@ def test_smoke_search_in_a_terminal_shows_the_live_table_and_the_summary(tmp_pat
             screens.append(screen)
             if "EXIT=" in screen:
                 break
+            if running is None and "] started: " in screen:  # --status of the running search, once
+                running = subprocess.run(
+                    [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--status", "--experiment", "tty",
+                     "--storage-path", str(tmp_path / "ray")], capture_output=True, text=True, timeout=300,
+                    cwd=tmp_path, env={**os.environ, **env})
             time.sleep(1)
     finally:
         tmux(socket, "kill-server")
@@ -225,5 +232,8 @@ def test_smoke_search_in_a_terminal_shows_the_live_table_and_the_summary(tmp_pat
     for needle in ("tty: trials best first by val_occ/AP", "paper point", "mean pose", "browse the runs:",
                    "build the report:", "status again:", f"summary JSON: {tmp_path / 'ray' / 'tty.summary.json'}"):
         assert needle in final, needle
+    assert running is not None and running.returncode == 0, running and running.stderr[-2000:]
+    assert running.stdout.startswith("experiment tty: running, ") and "status again:" in running.stdout
+    assert len(re.findall(r"^[12]\s+[0-9a-f]{8}\s+(running|pending|done)\s", running.stdout, re.M)) == 2
     assert "TrainingReport" not in final and "Trial status" not in final  # Ray's output is in the log
     assert "TrainingReport" in (tmp_path / "ray" / "tty.log").read_text()
