@@ -75,7 +75,7 @@ class SearchStatus:
 
 
 class UnknownSearch(ValueError):
-    """Nothing of that experiment in --storage-path."""
+    """Nothing of that experiment in --storage-path, or nothing readable."""
 
 
 def _param(text):
@@ -100,7 +100,11 @@ def collect(experiment: str, storage_path: str, uri: str | None = None) -> Searc
     registry_file, where = run_registry_path(storage_path, experiment), experiment_dir(storage_path, experiment)
     if not registry_file.is_file() and ("://" in where or not Path(where).is_dir()):
         raise UnknownSearch(f"no experiment {experiment!r} in {storage_path} (no {registry_file.name} there)")
-    registry = json.loads(registry_file.read_text()) if registry_file.is_file() else {}
+    try:
+        registry = json.loads(registry_file.read_text()) if registry_file.is_file() else {}
+    except ValueError as err:  # read only: `--check` or `--resume` recover a torn registry (search/journal.py)
+        raise UnknownSearch(f"the run registry {registry_file} is not valid JSON ({err}); `--check` recovers "
+                            "what it can") from None
     settings = registry.get("settings") or {}
     client = MlflowClient(open_tracking_store(uri or tracking_uri(), create=False))
     parent = client.get_run(registry["parent"]) if registry.get("parent") else None
