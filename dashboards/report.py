@@ -23,6 +23,7 @@ from pathlib import Path
 
 from datasets import atomic
 from datasets.cli import non_negative_int, output_dir, output_dir_problem
+from search.console import current
 from search.masking import mask_uri
 from search.stores import REPORTS_DIR, open_tracking_store, tracking_uri
 
@@ -58,20 +59,21 @@ def attack_trials(client, search, args) -> list[str]:
     radii = [float(r) for r in args.radii.split(",") if r]
     attacked, targets = [], {t.run_id: t for t in (search.best(finished_only=True), search.paper_default())
                              if t is not None and t.status == "FINISHED"}
-    for trial in targets.values():
-        if any(name.startswith("robustness/clean/") for name in trial.robustness):
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                checkpoint = fetch_checkpoint(trial.run_id, Path(tmp), client)
-                result, files = robustness.attack(checkpoint, attacks, radii, out=Path(tmp) / "robustness",
-                                                  per_keypoint=False, max_samples=args.robustness_max_samples)
-                log_robustness(result, files, trial.run_id, search.experiment, checkpoint, client)
-            except ValueError as err:
-                raise ValueError(f"the robustness sweep failed on trial {trial.name} (run {trial.run_id}): {err}; "
-                                 "rerun with --no-robustness to skip the attacks") from err
-            print((Path(tmp) / "robustness" / "robustness.md").read_text(), flush=True)
-        attacked.append(trial.name)
+    pending = [t for t in targets.values() if not any(n.startswith("robustness/clean/") for n in t.robustness)]
+    with current().progress("robustness attacks", "trials") as advance:  # a bar on a terminal, a line otherwise
+        for trial in pending:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    checkpoint = fetch_checkpoint(trial.run_id, Path(tmp), client)
+                    result, files = robustness.attack(checkpoint, attacks, radii, out=Path(tmp) / "robustness",
+                                                      per_keypoint=False, max_samples=args.robustness_max_samples)
+                    log_robustness(result, files, trial.run_id, search.experiment, checkpoint, client)
+                except ValueError as err:
+                    raise ValueError(f"the robustness sweep failed on trial {trial.name} (run {trial.run_id}): "
+                                     f"{err}; rerun with --no-robustness to skip the attacks") from err
+                print((Path(tmp) / "robustness" / "robustness.md").read_text(), flush=True)
+            attacked.append(trial.name)
+            advance(len(attacked), len(pending))
     return attacked
 
 

@@ -617,19 +617,26 @@ def _paths(root: Path) -> SyntheticPaths:
                           annotations={s: root / "annotations" / f"{s}.json" for s in SPLITS})
 
 
-def _generate(spec: SyntheticSpec, root: Path, workers: int, chunk: int = 64) -> None:
+def _generate(spec: SyntheticSpec, root: Path, workers: int, chunk: int = 64, progress=None) -> None:
     paths = _paths(root)
     jobs = []
     for split in GENERATED_SPLITS:
         paths.images[split].mkdir(parents=True, exist_ok=True)
         n = spec.num_images(split)
         jobs += [(spec, split, s, min(s + chunk, n), str(paths.images[split])) for s in range(0, n, chunk)]
+    total, results = sum(job[3] - job[2] for job in jobs), []
+
+    def collect(chunks) -> None:
+        for result in chunks:
+            results.append(result)
+            if progress is not None:  # (images done, images in all): a caller's progress bar
+                progress(sum(j[3] - j[2] for j in jobs[:len(results)]), total)
     if workers > 1 and len(jobs) > 1:
         # spawn: safe inside threaded parents (Ray workers); results come back in job order.
         with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            results = pool.map(_render_chunk, jobs, chunksize=1)
+            collect(pool.imap(_render_chunk, jobs, chunksize=1))
     else:
-        results = [_render_chunk(job) for job in jobs]
+        collect(_render_chunk(job) for job in jobs)
     per_split: dict[str, list[list[dict]]] = {s: [] for s in GENERATED_SPLITS}
     for job, result in zip(jobs, results):
         per_split[job[1]] += result
@@ -642,8 +649,9 @@ def _generate(spec: SyntheticSpec, root: Path, workers: int, chunk: int = 64) ->
 
 
 def ensure_dataset(spec: SyntheticSpec = SyntheticSpec(), cache_dir: Path | None = None,
-                   workers: int = 2) -> SyntheticPaths:
-    """Generate the dataset once into cache_dir/synthetic-<key>/ and return its paths.
+                   workers: int = 2, progress=None) -> SyntheticPaths:
+    """Generate the dataset once into cache_dir/synthetic-<key>/ and return its paths; `progress(done, total)` is
+    called with the images rendered so far while it is generated (not at all when it is already cached).
 
     Safe for concurrent callers: each generates into its own temp dir and renames it into place
     atomically; whoever loses the race discards its copy and uses the winner's.
@@ -656,7 +664,7 @@ def ensure_dataset(spec: SyntheticSpec = SyntheticSpec(), cache_dir: Path | None
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=cache_dir))
     tmp.chmod(0o755)  # mkdtemp makes it private; the final dir should read like any other
     try:
-        _generate(spec, tmp, workers)
+        _generate(spec, tmp, workers, progress=progress)
         try:
             os.replace(tmp, root)
         except OSError:

@@ -16,7 +16,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from datasets.meta import DATASETS, SPLITS, metric_name
+from search.console import current as console
+# The pickle path of ProgressPrinter in experiments made before it moved to search/progress.py.
+from search.progress import HEADLINE_METRICS, MAIN_KEYS, ProgressPrinter  # noqa: F401
 # Also the pickle path of these two: experiments saved before they moved to search/journal.py unpickle through here.
 from search.journal import RunRegistry, Spool
 from search.masking import mask_uri, reveal
@@ -25,10 +27,6 @@ from search.stores import BEST_CHECKPOINT, CHECKPOINT_FILES, artifact_location, 
 LOGGED_EXTRA_METRICS = ("epoch_time_s",)
 STEP_MARKER_METRIC = "epoch_time_s"  # logged with every epoch; its history says which epochs a run has
 ROLE_TAG = "occpose.role"  # "parent" or "trial": how a resume finds runs the registry never heard of
-MAIN_KEYS = tuple(dict.fromkeys(meta.main_key for meta in DATASETS.values()))  # ("AP", "PCKh_0.5")
-# Each evaluation split's main metric (val/AP, val_occ/AP, val/PCKh_0.5, ...): the progress line and the summary
-# show those a trial reports.
-HEADLINE_METRICS = tuple(metric_name(split, key) for key in MAIN_KEYS for split in SPLITS)
 
 
 def git_commit() -> str:
@@ -256,14 +254,14 @@ class MLflowTrialCallback(tune.Callback):
         except TRACKING_DOWN as err:
             if self._down_since is None:
                 self._down_since = time.monotonic()
-                print(f"MLflow unreachable ({type(err).__name__}: {mask_uri(str(err))[:200]}); queuing its records "
-                      f"in {self.spool.path} until it returns", flush=True)
+                console().line(f"warning: MLflow unreachable ({type(err).__name__}: {mask_uri(str(err))[:200]}); "
+                               f"queuing its records in {self.spool.path} until it returns")
         finally:
             if done:
                 self.spool.replace(pending[done:])
         if done == len(pending) and self._down_since is not None:
-            print(f"MLflow is back after {time.monotonic() - self._down_since:.0f} s; queued records delivered",
-                  flush=True)
+            console().line(f"MLflow is back after {time.monotonic() - self._down_since:.0f} s; queued records "
+                           "delivered")
             self._down_since = None
         return done == len(pending)
 
@@ -272,8 +270,8 @@ class MLflowTrialCallback(tune.Callback):
         deadline = time.monotonic() + timeout_s
         while not self.flush():
             if time.monotonic() > deadline:
-                print(f"MLflow still unreachable; {len(self.spool.read())} records stay in {self.spool.path} and "
-                      "are delivered by `--resume`", flush=True)
+                console().line(f"warning: MLflow still unreachable; {len(self.spool.read())} records stay in "
+                               f"{self.spool.path} and are delivered by `--resume`")
                 return False
             time.sleep(every_s)
         return True
@@ -302,20 +300,8 @@ class MLflowTrialCallback(tune.Callback):
             tracker.client.set_terminated(run_id, status="FAILED")
 
 
-class ProgressPrinter(tune.Callback):
-    """One line per trial epoch, so a long search shows it is alive between Tune's status tables."""
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        parts = [f"{k}={result[k]:.3f}" for k in (*HEADLINE_METRICS, "train/loss")
-                 if isinstance(result.get(k), (int, float))]
-        node = f" on node {result['ray_node'][:12]}" if result.get("ray_node") else ""
-        print(f"[{trial.trial_id}] epoch {result.get('epoch')}: {' '.join(parts)} "
-              f"({result.get('train/images_per_s', 0):.0f} img/s){node}", flush=True)
-
-
 def _param(value) -> str:
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
-
 
 
 def log_robustness(result: dict, files: list[Path], run_id: str | None, experiment: str, checkpoint: Path,

@@ -9,16 +9,14 @@ therefore stay as they are. (Experiments made while this code lived in search/ru
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 
 from datasets.meta import get as dataset_meta
 from datasets.meta import metric_name
 from search.masking import mask_uri
 from search.spaces import SPACES, canonical
-from search.stores import mlflow_ui_command, tracking_uri, train_storage
+from search.stores import train_storage
 
 DRIVER_MEMORY_BYTES = 256 * 1024**2
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives every head node this resource, 1 of it
@@ -164,12 +162,17 @@ def pareto_front(args) -> list[dict]:
 
 def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
     """Run (or continue) the search of `args` from the trial config `base`, tracked by `tracker`; 0 when every
-    trial ended or the time budget was spent, 130 when it was interrupted (continue with --resume)."""
+    trial ended or the time budget was spent, 130 when it was interrupted (continue with --resume). What it shows
+    goes to the search's console (search/console.py), the live view to search/progress.py, the summary to
+    search/status.py."""
     import ray
     from ray import tune
 
+    from search.console import current, forward_worker_warnings
+    from search.progress import board_for
     from search.tracking import MLflowTrialCallback, ProgressPrinter, git_commit
 
+    console = current()
     base_flat = base.flat()
     resuming = tracker.parent_run_id is not None
     parent = tracker.start_parent(
@@ -194,6 +197,7 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
         from search import local_ray
 
         ray.init(**local_ray.init_kwargs())  # loopback only, token file private
+    forward_worker_warnings()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     per_trial = args.workers_per_trial * args.cpus_per_worker
     max_concurrent = args.max_concurrent or max(1, cpus // per_trial)
@@ -205,7 +209,7 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
         [{"CPU": 0, "memory": DRIVER_MEMORY_BYTES, HEAD_NODE_RESOURCE: 0.001}]))
     callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter()]
     if args.resume:
-        print(f"resuming experiment {args.experiment} from {experiment_dir}", flush=True)
+        console.line(f"resuming experiment {args.experiment} from {experiment_dir}")
         # The saved run config brings its callbacks back (MLflowTrialCallback re-reads its registry on load).
         tuner = tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=base_flat)
@@ -219,14 +223,18 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
                                         max_concurrent_trials=max_concurrent,
                                         trial_name_creator=short_trial_name,
                                         trial_dirname_creator=short_trial_name),
+            # Ray's own status tables (verbose=1) land in the search's log unless --verbose (search/console.py).
             run_config=tune.RunConfig(name=args.experiment, storage_path=args.storage_path, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=2), verbose=1),
         )
     budget_note = f", {args.time_budget_min:g} min budget" if args.time_budget_min else ""
-    print(f"experiment {args.experiment}: {args.num_samples} trials x <= {args.epochs} epochs{budget_note}, "
-          f"{max_concurrent} at a time; MLflow parent run {parent}", flush=True)
+    console.line(f"experiment {args.experiment}: {args.num_samples} trials x <= {args.epochs} epochs{budget_note}, "
+                 f"{max_concurrent} at a time; MLflow parent run {parent}")
+    searched = tuple(k for point in SPACES[args.space].paper_points for k in point)
     fit_started = time.monotonic()
-    results = tuner.fit()
+    with board_for(console, args, base_flat, searched).live() as board:
+        results = tuner.fit()
+        board.settle()  # trials the time budget or Ctrl-C stopped were never reported ended
     # Whatever the trial callback could not deliver (MLflow was down) goes now, before the runs are read back.
     MLflowTrialCallback(tracker, base_flat, args.metric).drain()
 
@@ -239,32 +247,27 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
     complete = len(ended) >= args.num_samples or budget_spent
     if complete:
         settle(args, experiment_dir)
+    if not complete:
+        tracker.mark_unfinished_killed()
+    from search.consistency import report as check_books
+
+    books_agree = check_books(args.experiment, args.storage_path, tracker.uri, out=console.stream)
+    tracker.end_parent("FINISHED" if complete else "KILLED")
     summary = summarize(results, args, time.perf_counter() - started)
     summary["trials_ended"] = len(ended)
     if args.multi_objective:
         summary["pareto_front"] = pareto_front(args)
     summary["ended_by"] = "all trials" if len(ended) >= args.num_samples else "time budget" if complete else "interrupt"
-    for key, value in summary.get("best", {}).items():
-        if isinstance(value, (int, float)) and key != "epoch":
-            tracker.client.log_metric(parent, f"best/{key}", value)
-    tracker.client.log_dict(parent, summary, "search_summary.json")
-    print(json.dumps(summary, indent=1, default=str))
-    print(f"\nMLflow runs: {mlflow_ui_command(tracking_uri())}  (experiment {args.experiment!r})")  # masked
-    if not complete:
-        tracker.mark_unfinished_killed()
-    from search.consistency import report as check_books
+    from search.status import show_summary
 
-    books_agree = check_books(args.experiment, args.storage_path, tracker.uri)
+    show_summary(args, tracker, summary, console, complete)
     if not complete:
-        tracker.end_parent("KILLED")
-        print(f"search stopped with {len(ended)} of {args.num_samples} trials ended; state is in {experiment_dir}. "
-              f"Continue with: python search/run.py --space {args.space} --experiment {args.experiment} "
-              f"--storage-path {args.storage_path} --resume", file=sys.stderr)
+        console.line(f"search stopped with {len(ended)} of {args.num_samples} trials ended; state is in "
+                     f"{experiment_dir}. Continue with the resume command above.")
         return 130
-    tracker.end_parent("FINISHED")
     if not books_agree:
-        print(f"error: the books of {args.experiment} disagree (listed above); `python search/run.py --experiment "
-              f"{args.experiment} --storage-path {args.storage_path} --check` lists them again", file=sys.stderr)
+        console.line(f"error: the books of {args.experiment} disagree (listed above); `python search/run.py "
+                     f"--experiment {args.experiment} --storage-path {args.storage_path} --check` lists them again")
         return 1
     return 0
 
@@ -274,13 +277,14 @@ def settle(args, experiment_dir: str) -> None:
     import optuna
 
     from search.consistency import tune_trials
+    from search.console import current
     from search.study import settle_study, study_storage, with_retries
 
     study = with_retries(lambda: optuna.load_study(study_name=args.experiment,
                                                    storage=study_storage(args.optuna_storage)), "loading the study")
     metric = [args.clean_metric, args.metric] if args.multi_objective else args.metric
     for line in settle_study(study, experiment_dir, tune_trials(experiment_dir), metric):
-        print(f"Optuna study: ended {line} (the searcher was not told of its end)", flush=True)
+        current().line(f"Optuna study: ended {line} (the searcher was not told of its end)")
 
 
 def log_mean_pose_baseline(base, tracker, parent: str) -> None:
@@ -289,13 +293,17 @@ def log_mean_pose_baseline(base, tracker, parent: str) -> None:
     from datasets.evaluation.mean_pose import mean_pose_ap
     from datasets.evaluation.splits import load_eval_split
 
+    from search.console import current
+
     meta = dataset_meta(base.data.dataset)
+    floor = []
     train_records = load_records(base.data.train_ann, base.data.train_images, meta.skeleton)
     for split, ann in (("val", base.data.val_ann), ("val_occ", base.data.val_occ_ann)):
         loaded = load_eval_split(meta.protocol, ann, base.data.val_images, meta.skeleton)
         baseline = mean_pose_ap(train_records, loaded.records, loaded.gt, meta.skeleton.sigmas_array())
         tracker.client.log_metric(parent, f"baseline_mean_pose/{metric_name(split, 'AP')}", baseline["AP"])
-        print(f"mean-pose-in-box baseline {metric_name(split, 'AP')} = {baseline['AP']:.3f}", flush=True)
+        floor.append(f"{metric_name(split, 'AP')} = {baseline['AP']:.3f}")
+    current().line(f"mean pose in each box (the floor to clear): {', '.join(floor)}")
 
 
 def summarize(results, args, wall_s: float) -> dict:

@@ -13,7 +13,8 @@ CLEAN = "consistency check: Tune, Optuna and MLflow agree on all"
 
 def test_time_budget_ends_the_search_and_closes_the_stopped_trials(tmp_path, search_cli):
     result = search_cli.run("--space", "lja", "--smoke", "--num-samples", "4", "--epochs", "50", "--max-concurrent",
-                            "1", "--time-budget", "1.2", "--storage-path", tmp_path / "ray", "--experiment", "budget")
+                            "1", "--time-budget", "1.2", "--storage-path", tmp_path / "ray", "--experiment", "budget",
+                            "--json")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout[result.stdout.index("{\n"):result.stdout.index("\n}\n") + 2])
     assert summary["ended_by"] == "time budget"

@@ -94,3 +94,17 @@ def test_search_rejects_a_malformed_annotation_naming_it(shared_data, fresh_layo
     assert proc.returncode == 2
     assert str(val) in proc.stderr and f"annotation {data['annotations'][0]['id']}" in proc.stderr \
         and "'bbox'" in proc.stderr
+
+
+def test_status_needs_an_experiment_and_is_not_combined_with_check(capsys, tmp_path, monkeypatch):
+    from search.run import parse_args
+
+    for argv, message in ((["--status"], "--status needs --experiment NAME"),
+                          (["--status", "--check", "--experiment", "x"], "--check and --status: give one of them")):
+        with pytest.raises(SystemExit) as exited:
+            parse_args(argv)
+        assert exited.value.code == 2 and message in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    args = parse_args(["--status", "--experiment", "x", "--storage-path", "runs"])  # no --space needed
+    assert args.status and args.storage_path == str(tmp_path / "runs")
+    assert not parse_args(["--space", "lja"]).verbose and parse_args(["--space", "lja", "--json"]).json

@@ -1,4 +1,6 @@
 """End to end: a --smoke search on a real local Ray cluster, tracked in a real MLflow sqlite store."""
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +42,29 @@ def test_parent_run_with_two_nested_child_runs(smoke_search):
     assert "baseline_mean_pose/val/AP" in parent.data.metrics
 
 
+def test_parent_run_reads_as_the_search_summary(smoke_search):
+    """The parent row of the runs table: the best trial's searched parameters and its metrics at its best epoch,
+    tags naming and linking the best child run, and a description of how to read the experiment."""
+    _, client, _ = smoke_search
+    experiment = client.get_experiment_by_name("e2e-smoke")
+    parent, = client.search_runs([experiment.experiment_id], "tags.`occpose.role` = 'parent'")
+    children = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
+    tags = parent.data.tags
+    best, = [c for c in children if c.data.tags["trial_id"] == tags["best_trial"]]
+    assert best.data.metrics["best/val_occ/AP"] == max(c.data.metrics["best/val_occ/AP"] for c in children)
+    assert tags["best_run_id"] == best.info.run_id and tags["best_trial"] == best.data.tags["trial_id"]
+    assert tags["best_run_link"] == f"#/experiments/{experiment.experiment_id}/runs/{best.info.run_id}"
+    for key in ("lja.quantity_ratio", "lja.size_ratio", "lja.p", "loss.schedule", "loss.lambda_max"):
+        assert parent.data.params[key] == best.data.params[key], key
+    with open(client.download_artifacts(best.info.run_id, "best_metrics.json")) as handle:
+        best_metrics = json.load(handle)
+    for name in ("val/AP", "val_occ/AP", "val/PCKh_0.5", "train/loss"):
+        assert parent.data.metrics[name] == pytest.approx(best_metrics["metrics"][name]), name
+    note = tags["mlflow.note.content"]
+    assert f"[trial_{best.data.tags['trial_id']}]({tags['best_run_link']})" in note
+    assert "nested child run" in note and "dashboards/report.py --experiment e2e-smoke" in note
+
+
 def test_child_runs_log_every_hyperparameter_and_epoch_metric(smoke_search):
     _, client, _ = smoke_search
     experiment = client.get_experiment_by_name("e2e-smoke")
@@ -64,10 +89,66 @@ def test_child_runs_log_every_hyperparameter_and_epoch_metric(smoke_search):
         assert "best_checkpoint/model.pt" in checkpoint
 
 
-def test_cli_prints_best_trial_and_the_mlflow_ui_command(smoke_search):
+def test_console_is_short_quiet_and_ends_with_the_summary_table(smoke_search):
+    """Off a terminal (CI, a log file) the search prints at most 40 lines: the log's path, one line per trial event,
+    the summary table (trials best first, the paper point, the mean-pose floor) and the next commands; Ray's own
+    output is in the log; the summary JSON is in a file (printed to stdout only with --json)."""
+    result, client, work = smoke_search
+    shown = (result.stdout + result.stderr).splitlines()
+    assert len(shown) <= 40, "\n".join(shown)
+    log = work / "ray" / "e2e-smoke.log"
+    assert shown[0] == f"log: {log} (Ray's output; --verbose shows it here)"
+    for noise in ("TrainingReport", "Trial status", "╭", "RayTrainWorker", "[I 20", "INFO"):
+        assert noise not in result.stdout + result.stderr, noise
+    logged = log.read_text()
+    assert "TrainingReport" in logged and "Trial status" in logged
+    summary = json.loads((work / "ray" / "e2e-smoke.summary.json").read_text())
+    assert f"summary JSON: {work / 'ray' / 'e2e-smoke.summary.json'}" in shown
+    assert '"best"' not in result.stdout  # no JSON on stdout without --json
+    ids = [row["trial_id"] for row in summary["table"]]
+    assert sorted(ids) == sorted(t["trial_id"] for t in summary["trials"]) and len(ids) == 2
+    epochs = [line for line in shown if "] epoch 1: val/AP=" in line]
+    assert sorted(line[1:9] for line in epochs) == sorted(ids)
+    table = shown[shown.index("e2e-smoke: trials best first by val_occ/AP (at each trial's best epoch)"):]
+    rows = [line.split() for line in table if line.split()[:1] in (["1"], ["2"])]
+    assert [row[1] for row in rows] == ids  # best first, as in the JSON
+    assert [row["score"] for row in summary["table"]] == sorted((row["score"] for row in summary["table"]),
+                                                                reverse=True)
+    paper = [row for row in summary["table"] if row["paper_point"]]
+    assert len(paper) == 1 and paper[0]["params"]["lja.quantity_ratio"] == 0.15
+    assert any(row[1] == paper[0]["trial_id"] and row[-2:] == ["paper", "point"] for row in rows)
+    parent, = client.search_runs([client.get_experiment_by_name("e2e-smoke").experiment_id],
+                                 "tags.`occpose.role` = 'parent'")
+    floor = next(line.split() for line in table if line.split()[:2] == ["mean", "pose"])
+    assert floor[3:5] == [f"{parent.data.metrics['baseline_mean_pose/val/AP']:.3f}",
+                          f"{parent.data.metrics['baseline_mean_pose/val_occ/AP']:.3f}"]
+    commands = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in shown[-4:-1] if ":" in line}
+    assert commands["browse the runs"].startswith(f"mlflow ui --backend-store-uri sqlite:///{work / 'mlflow.db'}")
+    assert commands["build the report"].startswith("python dashboards/report.py --experiment e2e-smoke")
+    assert commands["status again"] == f"python search/run.py --experiment e2e-smoke --storage-path {work / 'ray'} " \
+        "--status"
+
+
+def test_status_of_the_finished_search_prints_its_table_and_changes_nothing(smoke_search, dataset_cache):
     result, _, work = smoke_search
-    assert '"best"' in result.stdout and '"val_occ/AP"' in result.stdout
-    assert f"mlflow ui --backend-store-uri sqlite:///{work / 'mlflow.db'}" in result.stdout
+    books = [work / "mlflow.db", work / "optuna.db", work / "ray" / "e2e-smoke.mlflow_runs.json"]
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in books}
+    listing = sorted(str(p) for p in (work / "ray").rglob("*"))
+    status = SearchCLI(work, dataset_cache).run("--status", "--experiment", "e2e-smoke", "--storage-path",
+                                                work / "ray", timeout=300)
+    assert status.returncode == 0, status.stdout[-3000:] + status.stderr[-3000:]
+    assert status.stdout.splitlines()[0] == "experiment e2e-smoke: finished, 2/2 trials ended; space lja, searching " \
+        "val_occ/AP"
+    def table(text: str) -> list[str]:  # the trial rows and the floor row
+        return [line for line in text.splitlines()
+                if line.split()[:1] in (["1"], ["2"]) or line.split()[:3] == ["mean", "pose", "floor"]]
+
+    assert table(status.stdout) == table(result.stdout) and len(table(status.stdout)) == 3
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in books} == before
+    assert sorted(str(p) for p in (work / "ray").rglob("*")) == listing
+    unknown = SearchCLI(work, dataset_cache).run("--status", "--experiment", "nope", "--storage-path", work / "ray",
+                                                 timeout=300)
+    assert unknown.returncode == 2 and "no experiment 'nope'" in unknown.stderr
 
 
 def test_search_on_a_real_dataset_layout_with_detector_boxes(real_layouts, shared_data, tmp_path, search_cli):
@@ -86,7 +167,7 @@ def test_search_on_a_real_dataset_layout_with_detector_boxes(real_layouts, share
     assert params["data.flip_p"] == "0.5" and params["data.flip_test"] == "True"
     for name in ("val/AP", "val/O/AP", "val/NO/AP", "val/AR"):
         assert 0.0 <= child.data.metrics[name] <= 1.0, name
-    assert '"val/O/AP"' in result.stdout
+    assert "val/O/AP" in next(line for line in result.stdout.splitlines() if line.split()[:2] == ["#", "trial"])
 
 
 def test_oasnet_grid_fifo_multi_objective_and_optuna_storage(tmp_path, search_cli):
@@ -113,7 +194,8 @@ def test_oasnet_grid_fifo_multi_objective_and_optuna_storage(tmp_path, search_cl
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 2 and all(len(t.values) == 2 for t in complete)
     assert len(study.directions) == 2
-    assert '"pareto_front"' in result.stdout
+    summary = json.loads((tmp_path / "ray" / "e2e-grid.summary.json").read_text())
+    assert summary["pareto_front"] and "Pareto front (clean, occluded):" in result.stdout
 
 
 def _report(work, *extra):
@@ -129,8 +211,6 @@ def test_report_registers_the_best_model_and_logs_html_to_the_parent_run(smoke_s
     """dashboards/report.py on the finished search: tables whose numbers are MLflow's, PNG figures, the report
     in the parent run, the best trial attacked for robustness curves and its model registered under the
     experiment's name; a second run replaces the report and registers nothing twice."""
-    import json
-
     import mlflow
     import torch
 
