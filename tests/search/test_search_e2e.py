@@ -151,25 +151,6 @@ def test_status_of_the_finished_search_prints_its_table_and_changes_nothing(smok
     assert unknown.returncode == 2 and "no experiment 'nope'" in unknown.stderr
 
 
-def test_search_on_a_real_dataset_layout_with_detector_boxes(real_layouts, shared_data, tmp_path, search_cli):
-    """COCO in its official layout, evaluated on detector boxes: the default metric is AP on occluded joints."""
-    result = search_cli.run("--space", "lja", "--smoke", "--num-samples", "1", "--dataset", "coco", "--data-root",
-                            real_layouts / "coco", "--det-file", shared_data / "coco/test_coco_det_AP_H_56.json",
-                            "--storage-path", tmp_path / "ray", "--experiment", "e2e-coco")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    client = MlflowClient(search_cli.tracking_uri)
-    experiment = client.get_experiment_by_name("e2e-coco")
-    parent, = client.search_runs([experiment.experiment_id], "tags.space = 'lja'")
-    assert parent.data.params["metric"] == "val/O/AP" and parent.data.params["dataset"] == "coco"
-    child, = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
-    params = child.data.params
-    assert params["data.dataset"] == "coco" and params["data.det_file"].endswith("test_coco_det_AP_H_56.json")
-    assert params["data.flip_p"] == "0.5" and params["data.flip_test"] == "True"
-    for name in ("val/AP", "val/O/AP", "val/NO/AP", "val/AR"):
-        assert 0.0 <= child.data.metrics[name] <= 1.0, name
-    assert "val/O/AP" in next(line for line in result.stdout.splitlines() if line.split()[:2] == ["#", "trial"])
-
-
 def test_oasnet_grid_fifo_multi_objective_and_optuna_storage(tmp_path, search_cli):
     """The OASNet space (siamese training under Ray Train) walked by --searcher grid (mimic x detach) with FIFO
     scheduling; --multi-objective ends with the Pareto front; the Optuna study lives in optuna.db beside the MLflow
