@@ -2,7 +2,11 @@
 each benchmark's official layout built from the real fixtures (tests/conftest.py `real_layouts`), evaluated on
 person-detector boxes where the fixtures hold them (COCO: HRNet's AP-56 boxes; CrowdPose: MMPose's YOLOv3 boxes;
 the fixtures have none for OCHuman, whose val_occ split then uses its ground-truth boxes, nor does MPII's protocol
-take any). One trial of the smallest budget each: what is checked is that every dataset goes end to end."""
+take any). One trial of the smallest budget each: what is checked is that every dataset goes end to end.
+
+Beside them run the smoke searches of the model families issue 18 added: OASNet on the 2-stack hourglass with MPII
+(OASNet's ablation setting) and LJA on SRPose-HRNet-W32. The smoke budget shrinks the data (24 training, 8
+validation crops, one epoch) and the input, so the large models train in seconds; Ray's start dominates."""
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -19,18 +23,30 @@ DATASETS = ("coco", "crowdpose", "ochuman", "mpii")
 
 @pytest.fixture(scope="module")
 def searches(real_layouts, shared_data, tmp_path_factory, dataset_cache) -> dict:
-    """{dataset: (its SearchCLI, stdout + stderr, exit status)}: the four searches started at once, each with its own
-    local Ray and store (most of a smoke search is Ray starting and waiting: side by side they cost ~2 of them)."""
-    started = {}
+    """{name: (its SearchCLI, stdout + stderr, exit status)}: every search of this module started at once, each with
+    its own local Ray and store (most of a smoke search is Ray starting and waiting: side by side the six cost
+    about as much as two one after the other)."""
+    commands = {}
     for dataset in DATASETS:
-        work = tmp_path_factory.mktemp(f"real-{dataset}")
-        cli = SearchCLI(work, dataset_cache)
         det = ["--det-file", shared_data / DET_FILES[dataset]] if dataset in DET_FILES else []
-        started[dataset] = cli, cli.start("--space", "lja", "--smoke", "--num-samples", "1", "--dataset", dataset,
-                                          "--data-root", real_layouts / dataset, *det, "--storage-path", work / "ray",
-                                          "--experiment", f"real-{dataset}")
-    return {dataset: (cli, proc.communicate(timeout=900)[0], proc.returncode)
-            for dataset, (cli, proc) in started.items()}
+        commands[dataset] = ["--space", "lja", "--dataset", dataset, "--data-root", real_layouts / dataset, *det]
+    commands["hourglass"] = ["--space", "oasnet", "--model", "hourglass_2stack", "--dataset", "mpii", "--data-root",
+                             real_layouts / "mpii"]
+    commands["srpose"] = ["--space", "lja", "--model", "srpose_hrnet_w32"]
+    started = {}
+    for name, command in commands.items():
+        work = tmp_path_factory.mktemp(f"search-{name}")
+        cli = SearchCLI(work, dataset_cache)
+        started[name] = cli, cli.start(*command, "--smoke", "--num-samples", "1", "--storage-path", work / "ray",
+                                       "--experiment", f"real-{name}")
+    return {name: (cli, proc.communicate(timeout=1200)[0], proc.returncode) for name, (cli, proc) in started.items()}
+
+
+def only_child(search_cli, name: str):
+    client = MlflowClient(search_cli.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(f"real-{name}").experiment_id], "tags.trial_id != ''")
+    assert len(runs) == 1
+    return runs[0]
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -54,3 +70,24 @@ def test_smoke_search_on_a_real_dataset_layout(dataset, searches):
         assert 0.0 <= child.data.metrics[name] <= 1.0, name
     # The summary table's header names the dataset's search metric.
     assert entry.occluded_metric in next(line for line in output.splitlines() if line.split()[:2] == ["#", "trial"])
+
+
+def test_oasnet_space_on_the_two_stack_hourglass_with_mpii(searches):
+    search_cli, output, status = searches["hourglass"]
+    assert status == 0, output[-4000:]
+    child = only_child(search_cli, "hourglass")
+    assert child.info.status == "FINISHED"
+    assert child.data.params["model.name"] == "hourglass_2stack" and child.data.params["oasnet.enabled"] == "True"
+    assert 0.0 <= child.data.metrics["val/PCKh_0.5"] <= 100.0
+    # OASNet's three terms, its joint term over both stacks of both views
+    assert child.data.metrics["train/loss_joints"] > 0 and child.data.metrics["train/loss_occlusion"] > 0
+
+
+def test_lja_space_on_srpose(searches):
+    search_cli, output, status = searches["srpose"]
+    assert status == 0, output[-4000:]
+    child = only_child(search_cli, "srpose")
+    assert child.info.status == "FINISHED" and child.data.params["model.name"] == "srpose_hrnet_w32"
+    assert 0.0 <= child.data.metrics["val/AP"] <= 1.0
+    # DSL over SRPose's five supervised heatmaps, each logged
+    assert {f"train/loss_stage{i}" for i in range(5)} <= set(child.data.metrics)
