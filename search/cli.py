@@ -14,6 +14,8 @@ from datasets.cli import non_negative_float, positive_int
 from datasets.meta import DATASETS
 from search.spaces import ALIASES, SPACES, canonical
 from search.stores import DEFAULT_STORAGE_PATH, experiment_name_problem
+from search.warm_start import parse_warm_start
+from trainables.presets import RECIPES
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimise clean and occluded AP together (Optuna's Pareto front, printed at the end)")
     p.add_argument("--optuna-storage", help="Optuna study storage URL (default: optuna.db beside a sqlite MLflow "
                    "store, else in --storage-path), for optuna-dashboard and resume")
+    p.add_argument("--warm-start", type=parse_warm_start, metavar="EXPERIMENT[:k]",
+                   help="start with the k best trials (default 5) of a finished search's Optuna study in the same "
+                   "--optuna-storage; those whose parameters the new space lacks are reported and skipped")
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="training recipe of every trial (trainables/presets.py; "
+                   "default: synthetic, smoke with --smoke, else HRNet's for the dataset's protocol), e.g. "
+                   "oasnet_hourglass for OASNet's ablation setting")
     return p
 
 
@@ -139,6 +147,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         return args
     if args.space is None:
         parser.error("the following arguments are required: --space")
+    if args.warm_start and (args.resume or args.searcher == "grid"):
+        parser.error("--warm-start applies to a new tpe or random search (a resumed one keeps its first trials; a "
+                     "grid walks its own points)")
+    if args.warm_start and args.warm_start.experiment == args.experiment:
+        parser.error("--warm-start names the new search itself; give the finished search's experiment name")
     if args.resume and not args.experiment:
         parser.error("--resume needs --experiment NAME (the name printed when the search started)")
     budget = choose_budget(args.smoke, args.dataset)

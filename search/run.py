@@ -94,7 +94,7 @@ def base_trial_config(args, data: dict):
     from trainables.presets import recipe_for
 
     b = args.budget
-    recipe = recipe_for(args.dataset, args.smoke)
+    recipe = recipe_for(args.dataset, args.smoke, args.recipe)
     if args.model:
         recipe["model.name"] = args.model
     return TrialConfig().replace(**{
@@ -172,6 +172,20 @@ def main(argv=None) -> int:
     if problems := environment_problems(tracking_uri(), args.storage_path, args.optuna_storage):
         print("\n".join(f"error: {problem}" for problem in problems), file=sys.stderr)  # before any write
         return 2
+    if args.warm_start:
+        from search.study import study_storage
+        from search.warm_start import WarmStartError, missing_sqlite_file, warm_points
+
+        try:  # the study is read before anything is written
+            missing_sqlite_file(args.warm_start, args.optuna_storage)
+            args.warm_points, args.warm_record = warm_points(args.warm_start, study_storage(args.optuna_storage),
+                                                             SPACES[args.space].define)
+        except WarmStartError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        for trial in args.warm_record:
+            print(f"warm start: trial {trial['number']} of {args.warm_start.experiment} "
+                  f"({', '.join(f'{v:.4g}' for v in trial['values'])}): {trial['outcome']}")
     if not args.resume and args.dataset != "synthetic":
         try:  # before anything is written: a wrong --data-root must not leave an empty experiment behind
             check_annotations(data_settings(args), args.dataset)

@@ -25,7 +25,7 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives every head node this 
 RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_period", "smoke", "seed", "metric",
                     "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "gpu_augment", "max_concurrent",
                     "dataset", "data_root", "train_root", "det_file", "model", "searcher", "scheduler",
-                    "multi_objective", "optuna_storage", "clean_metric")
+                    "multi_objective", "optuna_storage", "clean_metric", "recipe")
 PATH_SETTINGS = ("data_root", "train_root", "det_file")  # the same file however it is spelled
 MASKED_SETTINGS = ("optuna_storage",)  # stored with their credentials masked (search/masking.py)
 
@@ -133,7 +133,10 @@ def make_searcher(args, space):
     else:
         sampler = optuna.samplers.RandomSampler(seed=args.seed) if args.searcher == "random" \
             else optuna.samplers.TPESampler(seed=args.seed)
-        define, points = space.define, list(space.paper_points)
+        define = space.define
+        # A warm start's points first (search/warm_start.py), then the paper's, each once.
+        points = list(getattr(args, "warm_points", None) or [])
+        points += [point for point in space.paper_points if point not in points]
     metric, mode = ([args.clean_metric, args.metric], ["max", "max"]) if args.multi_objective else (args.metric, "max")
     return RecordingOptunaSearch(define, metric=metric, mode=mode, sampler=sampler, study_name=args.experiment,
                         storage=storage, points_to_evaluate=points)
@@ -181,11 +184,15 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
                 "metric": args.metric, "multi_objective": args.multi_objective, "optuna_storage": mask_uri(args.optuna_storage),
                 "num_samples": args.num_samples, "epochs": args.epochs, "grace_period": args.grace_period,
                 "seed": args.seed, "smoke": args.smoke, "dataset": args.dataset,
+                **({"warm_start": str(args.warm_start)} if getattr(args, "warm_start", None) else {}),
                 **{f"base.{k}": v for k, v in base_flat.items()}},
         tags={"space": args.space, "git_commit": git_commit(), "experiment_dir": experiment_dir},
     )
     if not resuming and args.dataset == "synthetic":
         log_mean_pose_baseline(base, tracker, parent)
+    if not resuming and getattr(args, "warm_record", None):  # which source trials were enqueued, which skipped
+        tracker.client.log_dict(parent, {"source": str(args.warm_start), "trials": args.warm_record},
+                                "warm_start.json")
 
     if args.address:
         ray.init(address=args.address)

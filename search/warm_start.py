@@ -106,6 +106,16 @@ def best_trials(study, k: int) -> list:
     return sorted(done, key=lambda t: -signs[index] * t.values[index])[:k]
 
 
+def missing_sqlite_file(spec: WarmStart, url: str) -> None:
+    """WarmStartError when `url` is a sqlite storage whose file does not exist: opening it would create an empty
+    store, a write before the search has even been accepted."""
+    from pathlib import Path
+
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):].split("?")[0]).exists():
+        raise WarmStartError(f"--warm-start {spec}: the Optuna storage {url.split('?')[0]} does not exist, so it "
+                             f"holds no study {spec.experiment!r} (see --optuna-storage)")
+
+
 def warm_points(spec: WarmStart, storage, define) -> tuple[list[dict], list[dict]]:
     """(points to enqueue first, best first; a record of every source trial considered: its number, value, params,
     and what became of it) for the new space's `define` function. WarmStartError when the study does not exist in

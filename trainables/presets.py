@@ -84,9 +84,10 @@ def recipe_name(dataset: str, smoke: bool = False) -> str:
     return "hrnet_mpii" if meta.get(dataset).protocol == "mpii" else "hrnet_coco"
 
 
-def recipe_for(dataset: str, smoke: bool = False) -> dict[str, Any]:
-    """recipe(recipe_name(dataset, smoke)), at the dataset's own input size for the HRNet recipes."""
-    settings = recipe(recipe_name(dataset, smoke))
+def recipe_for(dataset: str, smoke: bool = False, name: str | None = None) -> dict[str, Any]:
+    """recipe(name or recipe_name(dataset, smoke)), at the dataset's own input size for a real dataset's recipes
+    (a smoke run keeps the smoke recipe's small input)."""
+    settings = recipe(name or recipe_name(dataset, smoke))
     if not smoke and dataset != "synthetic":
         settings["data.input_h"], settings["data.input_w"] = meta.get(dataset).input_hw
     return settings

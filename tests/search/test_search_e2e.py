@@ -250,3 +250,23 @@ def test_report_registers_the_best_model_and_logs_html_to_the_parent_run(smoke_s
     assert "already registered" in again.stdout
     assert [str(v.version) for v in client.search_model_versions("name = 'e2e-smoke'")] == ["1"]
     assert len(client.get_metric_history(best_run_id, "robustness/keypoint-blackout/AP")) == 4
+
+
+def test_warm_start_enqueues_a_finished_searchs_best_trial_first_and_records_it(smoke_search, dataset_cache):
+    """--warm-start e2e-smoke:1 (issue 19 item 3): the finished study's best trial, read from the shared optuna.db,
+    is the new search's first trial, and the parent run records the source and what became of each trial."""
+    _, client, work = smoke_search
+    search = SearchCLI(work, dataset_cache)
+    result = search.run("--space", "lja", "--smoke", "--num-samples", "1", "--storage-path", work / "ray",
+                        "--experiment", "e2e-warm", "--warm-start", "e2e-smoke:1", timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "warm start: trial" in result.stdout and "enqueued" in result.stdout
+    experiment = client.get_experiment_by_name("e2e-warm")
+    parent, = client.search_runs([experiment.experiment_id], "tags.space = 'lja'")
+    child, = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
+    assert parent.data.params["warm_start"] == "e2e-smoke:1"
+    record = client.download_artifacts(parent.info.run_id, "warm_start.json", str(work / "warm"))
+    trials = json.loads(open(record).read())["trials"]
+    assert len(trials) == 1 and trials[0]["outcome"] == "enqueued"
+    for key, value in trials[0]["params"].items():
+        assert child.data.params[key] == str(value), key

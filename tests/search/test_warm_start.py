@@ -83,3 +83,21 @@ def test_points_of_one_space_fit_another_only_where_they_share_parameters(storag
     _add(study, STEP, 0.3)
     points, record = warm_points(WarmStart("lja-run", 1), storage, SPACES["occluders"].define)
     assert points == [] and record[0]["outcome"].startswith("not in the new space: lja.p, lja.quantity_ratio")
+
+
+def test_the_search_refuses_an_unknown_source_before_writing(tmp_path, monkeypatch, capsys):
+    """search/run.py --warm-start of a study that is not there: exit 2 naming it, no store, study or experiment
+    made (a missing sqlite file is not created by the lookup)."""
+    from search.run import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    argv = ["--space", "lja", "--smoke", "--storage-path", str(tmp_path / "ray"), "--experiment", "new"]
+    assert main(argv + ["--warm-start", "nothing:2"]) == 2
+    assert "does not exist, so it holds no study 'nothing'" in capsys.readouterr().err
+    optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert main(argv + ["--warm-start", "nothing:2"]) == 2
+    assert "no Optuna study named 'nothing'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.db"]
+    with pytest.raises(SystemExit):
+        main(argv + ["--warm-start", "new"])
+    assert "names the new search itself" in capsys.readouterr().err
