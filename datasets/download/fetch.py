@@ -26,20 +26,23 @@ class DownloadError(RuntimeError):
     """A file that could not be fetched or is not the published one; str() names the file, the URL and why."""
 
 
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
+def digest_of(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of the file at `path` (`algorithm` as hashlib names it), read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def md5_of(path: Path) -> str:
+    """The MD5 the COCO site publishes for its archives."""
+    return digest_of(path, "md5")
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """What the receipt records for each annotation file."""
+    return digest_of(path, "sha256")
 
 
 class Progress:
