@@ -134,7 +134,10 @@ def collect(experiment: str, storage_path: str, uri: str | None = None) -> Searc
     points = SPACES[space].paper_points if space in SPACES else ()
     for row in rows:
         row.paper_point = any(all(_same(row.params.get(k), v) for k, v in p.items()) for p in points)
-        row.params = {k: row.params.get(k) for k in searched}
+        # A conditional parameter another branch of the space uses (a linear schedule's step_at) is the base
+        # config's value, not the trial's choice: shown as none.
+        own = trial_parameters(space, row.params)
+        row.params = {k: row.params.get(k) if k in own else None for k in searched}
     rows.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.trial_id))
     metrics = parent.data.metrics if parent else {}
     floor = {m: metrics[f"baseline_mean_pose/{m}"] for m in dict.fromkeys((clean, metric))
@@ -179,6 +182,21 @@ def _parent_state(parent) -> str:
         return "not started"
     return {"FINISHED": "finished", "RUNNING": "running", "KILLED": "interrupted", "FAILED": "failed"}.get(
         parent.info.status, parent.info.status.lower())
+
+
+def trial_parameters(space: str, params: dict) -> set[str]:
+    """The parameters `space`'s define function draws for a trial whose config holds `params` (all of them where
+    the space is unknown)."""
+    from search.warm_start import Replay
+
+    if space not in SPACES or not SPACES[space].define:
+        return set(params)
+    replay = Replay(params)
+    try:
+        SPACES[space].define(replay)
+    except Exception:  # noqa: BLE001 - only the display depends on it; the values stay shown
+        return set(params)
+    return set(replay.defined)
 
 
 def _searched(space: str, rows: list[TrialRow]) -> list[str]:

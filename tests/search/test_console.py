@@ -237,3 +237,16 @@ def test_smoke_search_in_a_terminal_shows_the_live_table_and_the_summary(tmp_pat
     assert len(re.findall(r"^[12]\s+[0-9a-f]{8}\s+(running|pending|done)\s", running.stdout, re.M)) == 2
     assert "TrainingReport" not in final and "Trial status" not in final  # Ray's output is in the log
     assert "TrainingReport" in (tmp_path / "ray" / "tty.log").read_text()
+
+
+def test_the_table_shows_only_the_parameters_a_trial_drew():
+    """A conditional parameter of another branch (a linear schedule's step_at) holds the base config's value, not a
+    choice of the trial: the summary table and --status leave it blank (search/status.py)."""
+    from search.status import trial_parameters
+
+    base = {"lja.quantity_ratio": 0.2, "lja.size_ratio": 0.2, "lja.p": 0.5, "loss.lambda_max": 1.0,
+            "loss.step_at": 0.5, "loss.ramp_until": 1.0, "loss.exp_rate": 5.0}
+    assert trial_parameters("lja", {**base, "loss.schedule": "linear"}) == {
+        "lja.quantity_ratio", "lja.size_ratio", "lja.p", "loss.schedule", "loss.lambda_max", "loss.ramp_until"}
+    assert "loss.step_at" in trial_parameters("lja", {**base, "loss.schedule": "step"})
+    assert trial_parameters("no-such-space", base) == set(base)
