@@ -342,8 +342,8 @@ def test_lost_race_keeps_the_winner(tmp_path, monkeypatch):
     winner = tmp_path / f"synthetic-{spec.key()}"
     real_generate = synthetic._generate
 
-    def generate_then_lose(spec_, root, workers):
-        real_generate(spec_, root, workers)
+    def generate_then_lose(spec_, root, workers, **kwargs):
+        real_generate(spec_, root, workers, **kwargs)
         winner.mkdir()
         (winner / "from_winner").write_text("x")
 
