@@ -217,9 +217,11 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
     callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter()]
     if args.resume:
         console.line(f"resuming experiment {args.experiment} from {experiment_dir}")
-        # The saved run config brings its callbacks back (MLflowTrialCallback re-reads its registry on load).
-        tuner = tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=base_flat)
+        # The saved run config brings its callbacks back (MLflowTrialCallback re-reads its registry on load). The
+        # saved param_space too: Tune refuses one that differs, and a config section that gained a field since the
+        # search started (data.codec, optim.optimizer) would make every older search unresumable; a trial config
+        # lacking a field takes its default (TrialConfig.from_flat).
+        tuner = tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
         searcher, scheduler = make_searcher(args, SPACES[args.space]), make_scheduler(args)
         tuner = tune.Tuner(
