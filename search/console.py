@@ -46,8 +46,9 @@ class Console:
     """The person's view of a search: plain lines, warnings once each, and `rich` renderables (tables, live views)
     on a terminal. `stream` is where it writes (the original stdout in a quiet search)."""
 
-    def __init__(self, stream=None, tty: bool | None = None, log_path: Path | None = None):
+    def __init__(self, stream=None, tty: bool | None = None, log_path: Path | None = None, data=None):
         self.stream = stream if stream is not None else sys.stdout
+        self.data = data if data is not None else self.stream  # where `raw` writes (--json: stdout, the rest stderr)
         self.tty = self.stream.isatty() if tty is None else tty
         self.log_path = log_path
         self.rich = RichConsole(file=self.stream, force_terminal=self.tty, no_color=not self.tty, highlight=False,
@@ -73,8 +74,8 @@ class Console:
     def raw(self, text: str) -> None:
         """Text as it is (JSON for a program), unstyled and unwrapped."""
         with self._lock:
-            self.stream.write(text)
-            self.stream.flush()
+            self.data.write(text)
+            self.data.flush()
 
     def show(self, renderable) -> None:
         """A rich renderable (a Table): styled on a terminal, plain text otherwise."""
@@ -193,13 +194,14 @@ def forward_worker_warnings() -> None:
 
 
 @contextlib.contextmanager
-def quiet_console(log_path: Path, verbose: bool = False):
+def quiet_console(log_path: Path, verbose: bool = False, json_out: bool = False):
     """Yield the search's Console. Unless `verbose`, the process's stdout and stderr (file descriptors 1 and 2, so
     Ray's C++ and child output too) go to `log_path` (appended: a resumed search adds to it) until the block ends;
-    an exception escaping the block is logged in full there and said in one line on the console."""
+    an exception escaping the block is logged in full there and said in one line on the console. With `json_out`
+    the person's lines go to stderr and stdout carries only what `Console.raw` writes (the summary JSON)."""
     log_path = Path(log_path)
     if verbose:
-        console = Console(sys.stdout)
+        console = Console(sys.stderr, data=sys.stdout) if json_out else Console(sys.stdout)
         set_current(console)
         try:
             yield console
@@ -210,9 +212,11 @@ def quiet_console(log_path: Path, verbose: bool = False):
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
-    tty = os.isatty(1)
-    console = Console(open(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace", closefd=True), tty,
-                      log_path)
+    human = 2 if json_out else 1
+    tty = os.isatty(human)
+    console = Console(open(os.dup(human), "w", buffering=1, encoding="utf-8", errors="replace", closefd=True), tty,
+                      log_path, data=open(os.dup(1), "w", buffering=1, encoding="utf-8", closefd=True)
+                      if json_out else None)
     log = open(log_path, "a", buffering=1, encoding="utf-8")
     for fd in (1, 2):
         os.dup2(log.fileno(), fd)
@@ -251,4 +255,6 @@ def quiet_console(log_path: Path, verbose: bool = False):
             os.close(copy)
         log.close()
         console.stream.close()
+        if console.data is not console.stream:
+            console.data.close()
         set_current(None)

@@ -141,7 +141,8 @@ class Board:
 
     def best_row(self) -> Row | None:
         scored = [r for r in self.rows.values() if r.best is not None]
-        return max(scored, key=lambda r: r.best) if scored else None
+        # Ties (common in smoke runs) go to the lower trial id, as in the summary table (search/status.py).
+        return min(scored, key=lambda r: (-r.best, r.trial_id)) if scored else None
 
     def header(self) -> str:
         done = sum(r.state != "running" for r in self.rows.values())

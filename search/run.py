@@ -9,6 +9,7 @@ experiment directory), then search/tuner.py runs the search. Store locations: se
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -127,11 +128,18 @@ def show_status(args) -> int:
     from search.console import current
     from search.status import UnknownSearch, collect, show
 
+    from mlflow.exceptions import MlflowException
+
     try:
         status = collect(args.experiment, args.storage_path)
-    except (UnknownSearch, FileNotFoundError) as err:
-        print(f"error: {err}; check --experiment, --storage-path and MLFLOW_TRACKING_URI", file=sys.stderr)
+    except (UnknownSearch, FileNotFoundError, MlflowException) as err:
+        first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        print(f"error: {first}; check --experiment, --storage-path and MLFLOW_TRACKING_URI (the search's own "
+              "tracking store)", file=sys.stderr)
         return 2
+    if args.json:  # the machine-readable table alone on stdout
+        print(json.dumps(status.to_json(), indent=1, default=str))
+        return 0
     show(status, current(), args.storage_path)
     return 0
 
@@ -184,8 +192,9 @@ def main(argv=None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         for trial in args.warm_record:
-            print(f"warm start: trial {trial['number']} of {args.warm_start.experiment} "
-                  f"({', '.join(f'{v:.4g}' for v in trial['values'])}): {trial['outcome']}")
+            print(f"warm start: trial {trial['number']} of {args.warm_start.experiment} (scored "
+                  f"{', '.join(f'{v:.4g}' for v in trial['values'])}): {trial['outcome']}",
+                  file=sys.stderr if args.json else sys.stdout)
     if not args.resume and args.dataset != "synthetic":
         try:  # before anything is written: a wrong --data-root must not leave an empty experiment behind
             check_annotations(data_settings(args), args.dataset)
@@ -229,7 +238,7 @@ def main(argv=None) -> int:
     from search.console import quiet_console
     from search.status import log_path
 
-    with quiet_console(log_path(args.storage_path, args.experiment), args.verbose):
+    with quiet_console(log_path(args.storage_path, args.experiment), args.verbose, args.json):
         return run_search(args, tracker, where, base_trial_config(args, data_settings(args)), started)
 
 

@@ -323,7 +323,8 @@ def summarize(results, args, wall_s: float) -> dict:
     summary = {"experiment": args.experiment, "wall_s": round(wall_s, 1)}
     scored = [r for r in results if r.metrics and isinstance(r.metrics.get(args.metric), (int, float))]
     if scored:
-        best = results.get_best_result(metric=args.metric, mode="max", scope="all")
+        # The best epoch's score, ties to the lower trial id: the order of the summary table (search/status.py).
+        best = min(scored, key=lambda r: (-best_score(r, args.metric), str(r.metrics.get("trial_id"))))
         shown = dict.fromkeys((*HEADLINE_METRICS, args.metric, "epoch"))
         summary["best"] = {k: best.metrics.get(k) for k in shown if k in best.metrics}
         summary["best"]["trial_id"] = best.metrics.get("trial_id")
@@ -333,5 +334,13 @@ def summarize(results, args, wall_s: float) -> dict:
             ({"trial_id": r.metrics.get("trial_id"), "epochs": r.metrics.get("epoch"),
               args.clean_metric: r.metrics.get(args.clean_metric), args.metric: r.metrics.get(args.metric)}
              for r in scored),
-            key=lambda t: -(t[args.metric] or 0))
+            key=lambda t: (-(t[args.metric] or 0), str(t["trial_id"])))
     return summary
+
+
+def best_score(result, metric: str) -> float:
+    """A Tune result's best reported `metric` over its epochs (its last one where Tune kept no history)."""
+    history = result.metrics_dataframe
+    if history is not None and metric in history and history[metric].notna().any():
+        return float(history[metric].max())
+    return float(result.metrics[metric])

@@ -54,8 +54,8 @@ class DataConfig:
     max_val_samples: int = 0
 
     def validate(self) -> "DataConfig":
-        if self.input_h % 32 or self.input_w % 32:
-            raise ValueError(f"data.input_h/input_w must be multiples of 32 (the backbone's stride), got "
+        if self.input_h <= 0 or self.input_w <= 0 or self.input_h % 32 or self.input_w % 32:
+            raise ValueError(f"data.input_h/input_w must be positive multiples of 32 (the backbone's stride), got "
                              f"{self.input_h}x{self.input_w}")
         try:
             meta.get(self.dataset)

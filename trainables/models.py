@@ -252,6 +252,19 @@ def count_flops(model: nn.Module, input_hw: tuple[int, int]) -> int:
     return counter.get_total_flops()
 
 
+def _count(text: str) -> int:
+    """An argparse type: a positive integer (this module imports nothing from datasets/, whose datasets.cli has one)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def main(argv=None) -> None:
     import argparse
     import json
@@ -259,7 +272,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="The model zoo: parameters and multiply-adds at each default input.")
     parser.add_argument("--list", action="store_true", help="describe every registered model")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--num-keypoints", type=int, default=17)
+    parser.add_argument("--num-keypoints", type=_count, default=17)
     args = parser.parse_args(argv)
     if not args.list:
         parser.error("nothing to do: pass --list")
