@@ -119,10 +119,11 @@ def fit(cfg: TrialConfig, reporter, profile_dir: Path | None = None) -> None:
             sampler.set_epoch(epoch)
         stats = train_one_epoch(model, loss_fn, optimizer, loader, epoch, cfg.optim.epochs, device,
                                 cfg.optim.grad_clip, amp=amp, channels_last=channels_last, profile=profile)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained at, before the scheduler moves it
         lr_scheduler.step()
         # "epoch" counts completed epochs (1-based): the MLflow step and ASHA's time axis, stable across resumes.
         metrics = {"epoch": epoch + 1, **{meta.metric_name("train", k): v for k, v in stats.items()}}
-        metrics[meta.metric_name("train", "lr")] = optimizer.param_groups[0]["lr"]
+        metrics[meta.metric_name("train", "lr")] = lr
         metrics[meta.metric_name("train", "tflops")] = flops_per_image * stats["images_per_s"] / 1e12
         if peak > 0:
             metrics[meta.metric_name("train", "mfu")] = flops_per_image * stats["images_per_s"] / peak

@@ -135,9 +135,10 @@ def fetch(url: str, dest: Path, size: int | None = None, retries: int = 5, timeo
             except (OSError, http.client.HTTPException) as err:  # reset, timeout, short read, refused
                 failures += 1
                 if failures > retries:
-                    raise DownloadError(f"{dest.name}: {url}: {err!r} after {retries} retries; the "
-                                        f"{part.stat().st_size if part.exists() else 0} bytes received are kept "
-                                        f"in {part} and the next run continues from there") from None
+                    kept = part.stat().st_size if part.exists() else 0
+                    tail = (f"the {kept} bytes received are kept in {part} and the next run continues from there"
+                            if kept else "nothing was received, nothing is kept")
+                    raise DownloadError(f"{dest.name}: {url}: {err!r} after {retries} retries; {tail}") from None
                 time.sleep(backoff * failures)
                 continue
             got = part.stat().st_size

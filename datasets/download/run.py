@@ -32,8 +32,12 @@ def download(source: DatasetSource, root: Path, keep_archives: bool = False, ret
     """Fetch, check and unpack every archive of `source` not yet in root/<name>; DownloadError on the first that
     fails (a damaged download is removed, so the next run fetches it again)."""
     dataset_dir, downloads = root / source.name, root / ".downloads"
-    with _exclusive(root):
-        _download(source, dataset_dir, downloads, keep_archives, retries, log)
+    try:
+        with _exclusive(root):
+            _download(source, dataset_dir, downloads, keep_archives, retries, log)
+    finally:  # a download that ends (or fails) before any byte arrived leaves no empty folder behind
+        if downloads.is_dir() and not any(downloads.iterdir()):
+            downloads.rmdir()
 
 
 @contextlib.contextmanager
@@ -45,7 +49,10 @@ def _exclusive(root: Path):
         except OSError:
             raise DownloadError(f"another download into {root} is running (it holds {root / LOCK}); "
                                 "wait for it to end") from None
-        yield
+        try:
+            yield
+        finally:  # removed while still held: a download waiting on it fails its own flock and says so
+            (root / LOCK).unlink(missing_ok=True)
 
 
 def _download(source: DatasetSource, dataset_dir: Path, downloads: Path, keep_archives: bool, retries: int,
@@ -93,8 +100,8 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=manifests.DATASETS)
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--root", type=Path, help="download into ROOT/<dataset>/ (created if needed)")
-    where.add_argument("--verify", type=Path, metavar="DIR", help="check an existing DIR/<dataset>/ (or DIR itself)")
+    where.add_argument("--root", type=_path, help="download into ROOT/<dataset>/ (created if needed)")
+    where.add_argument("--verify", type=_path, metavar="DIR", help="check an existing DIR/<dataset>/ (or DIR itself)")
     p.add_argument("--manifest", type=Path, help="a JSON manifest replacing the built-in entries it names")
     p.add_argument("--base-url", default=os.environ.get(BASE_URL_ENV),
                    help=f"fetch every file from BASE_URL/<file name> (a mirror; env {BASE_URL_ENV})")
@@ -103,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=non_negative_int, default=5, help="retries after a broken connection")
     p.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives in ROOT/.downloads/")
     return p
+
+
+def _path(text: str) -> Path:
+    """An argparse type: a non-empty path (Path("") would be the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a directory")
+    return Path(text)
 
 
 def main(argv=None) -> int:

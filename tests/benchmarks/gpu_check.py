@@ -240,6 +240,9 @@ def main(argv=None) -> int:
         p.error(f"--budget-s must be > 0, got {args.budget_s}")
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
+    defaults = {(REPO_ROOT / ".whl").resolve(), (HERE / "wheels").resolve()}  # optional: absent on most hosts
+    if missing := [str(w) for w in args.wheels if w.resolve() not in defaults and not w.is_dir()]:
+        p.error(f"--wheels: no such folder: {', '.join(missing)}")
     names = [name for name, _, _ in plan(argparse.Namespace(**{**vars(args), "work": Path("work")}), ["python"])]
     if args.only and not any(n.startswith(tuple(args.only.split(","))) for n in names):
         p.error(f"--only {args.only!r} names no step; the steps: {', '.join(names)}")
@@ -297,7 +300,9 @@ def main(argv=None) -> int:
         scratch.cleanup()
     failed = [s["step"] for s in record["steps"] if s["status"] != "ok"]
     print(json.dumps({"out": str(args.out), "failed_or_skipped": failed, **record["conclusions"]}))
-    return 0
+    # 1 when a step failed or ran out of time (skipped steps - no CUDA, the budget spent - are not failures), so a
+    # host without torch, say, does not read as a passed check.
+    return 1 if any(s["status"] in ("failed", "timeout") for s in record["steps"]) else 0
 
 
 def write(out: Path, record: dict) -> None:

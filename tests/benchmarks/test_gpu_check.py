@@ -116,7 +116,8 @@ def test_bad_flags_are_refused_by_name_before_anything_is_written(tmp_path):
     file.write_text("")
     for args, named in ((["--out", str(file)], "--out"), (["--out", str(tmp_path / "o"), "--only", "nope"], "--only"),
                         (["--out", str(tmp_path / "o"), "--budget-s", "-1"], "--budget-s"),
-                        (["--out", str(tmp_path / "o"), "--workers", "0"], "--workers")):
+                        (["--out", str(tmp_path / "o"), "--workers", "0"], "--workers"),
+                        (["--out", str(tmp_path / "o"), "--wheels", str(tmp_path / "none")], "--wheels")):
         done = subprocess.run([sys.executable, str(HERE / "gpu_check.py"), *args], capture_output=True, text=True,
                               cwd=REPO_ROOT)
         assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
