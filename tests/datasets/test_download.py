@@ -272,6 +272,8 @@ def test_crowdpose_and_ochuman_print_their_manual_steps_and_verify_what_is_there
     (["coco", "--root", "R", "--manifest", "MISSING"], "--manifest MISSING: no such file"),
     (["coco", "--root", "R", "--manifest", "BADMANIFEST"], "unknown dataset 'lsp'"),
     (["coco", "--root", "R", "--sample", "-1"], "--sample: must be >= 0"),
+    (["coco", "--root", ""], "argument --root: an empty path"),
+    (["coco", "--verify", " "], "argument --verify: an empty path"),
 ])
 def test_bad_flags_exit_2_naming_the_flag_before_any_write(tmp_path, capsys, argv, message):
     (tmp_path / "FILE").write_text("")

@@ -18,6 +18,8 @@ def test_unknown_keys_and_bad_values_name_the_key():
         TrialConfig.from_flat({"optim.epochs": "ten"})
     with pytest.raises(ValueError, match="multiples of 32"):
         TrialConfig().replace(**{"data.input_w": 48}).validate()
+    with pytest.raises(ValueError, match="positive multiples of 32"):
+        TrialConfig().replace(**{"data.input_h": 0}).validate()
 
 
 @pytest.mark.parametrize("key, value", [

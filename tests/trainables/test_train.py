@@ -36,9 +36,12 @@ EXPECTED = {
 @pytest.mark.parametrize("dataset", sorted(EXPECTED))
 def test_trial_trains_and_scores_each_dataset(real_layouts, tmp_path, dataset):
     reporter = LocalReporter(tmp_path / "trial")
-    fit(trial_config(resolve(dataset, real_layouts / dataset)), reporter)
+    cfg = trial_config(resolve(dataset, real_layouts / dataset))
+    fit(cfg, reporter)
     metrics = reporter.history[-1]
     assert metrics["train/loss"] > 0 and metrics["data/skipped_samples"] == 0
+    if cfg.optim.epochs == 1:  # the rate the epoch trained at, not the decayed one the scheduler set after it
+        assert metrics["train/lr"] == cfg.optim.lr
     for key in EXPECTED[dataset]:
         limit = 100 if "PCKh" in key else 1
         assert -1 <= metrics[key] <= limit, key  # -1: COCOeval's "no such object" for an empty area range
