@@ -211,14 +211,17 @@ def test_smoke_search_in_a_terminal_shows_the_live_table_and_the_summary(tmp_pat
             screens.append(screen)
             if "EXIT=" in screen:
                 break
-            if running is None and "] started: " in screen:  # --status of the running search, once
-                running = subprocess.run(
+            if running is None and "] started: " in screen:  # --status of the running search, once, beside it
+                running = subprocess.Popen(
                     [sys.executable, str(REPO_ROOT / "search" / "run.py"), "--status", "--experiment", "tty",
-                     "--storage-path", str(tmp_path / "ray")], capture_output=True, text=True, timeout=300,
-                    cwd=tmp_path, env={**os.environ, **env})
+                     "--storage-path", str(tmp_path / "ray")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True, cwd=tmp_path, env={**os.environ, **env})
             time.sleep(1)
     finally:
         tmux(socket, "kill-server")
+    if running is not None:
+        out, err = running.communicate(timeout=300)
+        running = subprocess.CompletedProcess(running.args, running.returncode, out, err)
     final = screens[-1]
     assert "EXIT=0" in final, final
     # the live table: its header line, its columns, a row per running trial
