@@ -11,7 +11,6 @@ import sys
 import textwrap
 import time
 import uuid
-from types import SimpleNamespace
 
 import pytest
 from rich.console import Console as RichConsole
