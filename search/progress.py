@@ -32,6 +32,12 @@ HEADLINE_METRICS = tuple(metric_name(split, key) for key in MAIN_KEYS for split 
 SEARCHED_SECTIONS = ("search.", "lja.", "loss.", "occ.", "oasnet.", "model.")
 
 
+def best_first(score, trial_id) -> tuple:
+    """The sort key of trials best first, the one order of the summary table, the progress line, the summary JSON
+    and the parent run: the higher score first, no score last, ties to the lower trial id (common in smoke runs)."""
+    return score is None, -(score or 0.0), str(trial_id)
+
+
 def fmt(value) -> str:
     """A number as people read it in a table: 3 significant digits, ints and text as they are, '—' for none."""
     if value is None:
@@ -141,8 +147,7 @@ class Board:
 
     def best_row(self) -> Row | None:
         scored = [r for r in self.rows.values() if r.best is not None]
-        # Ties (common in smoke runs) go to the lower trial id, as in the summary table (search/status.py).
-        return min(scored, key=lambda r: (-r.best, r.trial_id)) if scored else None
+        return min(scored, key=lambda r: best_first(r.best, r.trial_id)) if scored else None
 
     def header(self) -> str:
         done = sum(r.state != "running" for r in self.rows.values())

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.table import Table
 
 from search.masking import mask_uri
-from search.progress import SEARCHED_SECTIONS, fmt, score
+from search.progress import SEARCHED_SECTIONS, best_first, fmt, score
 from search.spaces import SPACES, canonical
 from search.stores import (DEFAULT_TRACKING_URI, experiment_dir, mlflow_ui_command, run_registry_path,
                            tracking_uri)
@@ -138,7 +138,7 @@ def collect(experiment: str, storage_path: str, uri: str | None = None) -> Searc
         # config's value, not the trial's choice: shown as none.
         own = trial_parameters(space, row.params)
         row.params = {k: row.params.get(k) if k in own else None for k in searched}
-    rows.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.trial_id))
+    rows.sort(key=lambda r: best_first(r.score, r.trial_id))
     metrics = parent.data.metrics if parent else {}
     floor = {m: metrics[f"baseline_mean_pose/{m}"] for m in dict.fromkeys((clean, metric))
              if f"baseline_mean_pose/{m}" in metrics}

@@ -15,6 +15,7 @@ import time
 from datasets.meta import get as dataset_meta
 from datasets.meta import metric_name
 from search.masking import mask_uri
+from search.progress import best_first
 from search.spaces import SPACES, canonical
 from search.stores import train_storage
 
@@ -323,8 +324,7 @@ def summarize(results, args, wall_s: float) -> dict:
     summary = {"experiment": args.experiment, "wall_s": round(wall_s, 1)}
     scored = [r for r in results if r.metrics and isinstance(r.metrics.get(args.metric), (int, float))]
     if scored:
-        # The best epoch's score, ties to the lower trial id: the order of the summary table (search/status.py).
-        best = min(scored, key=lambda r: (-best_score(r, args.metric), str(r.metrics.get("trial_id"))))
+        best = min(scored, key=lambda r: best_first(best_score(r, args.metric), r.metrics.get("trial_id")))
         shown = dict.fromkeys((*HEADLINE_METRICS, args.metric, "epoch"))
         summary["best"] = {k: best.metrics.get(k) for k in shown if k in best.metrics}
         summary["best"]["trial_id"] = best.metrics.get("trial_id")
@@ -334,7 +334,7 @@ def summarize(results, args, wall_s: float) -> dict:
             ({"trial_id": r.metrics.get("trial_id"), "epochs": r.metrics.get("epoch"),
               args.clean_metric: r.metrics.get(args.clean_metric), args.metric: r.metrics.get(args.metric)}
              for r in scored),
-            key=lambda t: (-(t[args.metric] or 0), str(t["trial_id"])))
+            key=lambda t: best_first(t[args.metric], t["trial_id"]))
     return summary
 
 
