@@ -26,6 +26,7 @@ from datasets.topdown.geometry import (CropGeometry, affine_matrix, bounds, box_
                                        transform_points)
 from datasets.topdown.image_cache import RegionCache, RegionPlan, plan_region, read_crop, read_full, reducible
 from datasets.topdown.image_check import ImageFault
+from datasets.topdown.region_store import attach
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class TopDownDataset(torch.utils.data.Dataset):
     is decoded afresh. The labels (keypoints, heatmaps, target weights) never depend on the fast path; without a
     reduced decode the pixels are the full-decode path's up to one grey level in a rare pixel (OpenCV's float32
     source coordinates round differently relative to a region's origin), and a sample never depends on what the
-    cache holds. `fast=False` is the plain path: the whole image decoded and warped for every sample.
+    cache holds. `region_store` (a directory region_store.py built, or a RegionStore) serves crops from regions
+    pre-cropped on disk, the same pixels without a decode. `fast=False` is the plain path: the whole image decoded and warped for every sample.
     Measurements: BENCHMARKS.md; equivalence: tests/datasets/test_pipeline_speed.py.
 
     `augment` (training only) is the identity by default; `occlusions` are the training occlusion transforms in
@@ -74,6 +76,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         fast: bool = True,
         cache_mb: float | None = None,
         max_reduction: int = 8,
+        region_store=None,
     ):
         self.records = RecordTable.from_records(records)
         self.skeleton = skeleton
@@ -102,6 +105,8 @@ class TopDownDataset(torch.utils.data.Dataset):
         self._by_image = np.argsort(self.records.file_index, kind="stable").astype(np.int64)
         self._image_starts = np.searchsorted(self.records.file_index[self._by_image],
                                              np.arange(self.records.num_files + 1))
+        # Pre-cropped regions on disk (region_store.py): a crop warped from mapped pixels, no decode; exact.
+        self.store, self._store_entry = attach(region_store, self) if fast else (None, None)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -179,6 +184,11 @@ class TopDownDataset(torch.utils.data.Dataset):
             return read_full(self.records.file(index), matrix, hw, image_wh)
         file_index = int(self.records.file_index[index])
         path = self.records.path(file_index)
+        if self.store is not None:
+            pixels = self.store.read(int(self._store_entry[file_index]), geom.size, matrix, hw, self.max_reduction,
+                                     image_wh)
+            if pixels is not None:
+                return pixels
         return read_crop(self.cache, file_index, path, geom.size, matrix, hw, self.max_reduction,
                          lambda: self._image_plan(file_index, path), image_wh)
 
