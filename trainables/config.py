@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -52,6 +53,9 @@ class DataConfig:
     photometric_p: float = 0.0  # albumentations colour jitter of the crop
     max_train_samples: int = 0  # 0 = all
     max_val_samples: int = 0
+    # A region store of the training images (python -m datasets.topdown.region_store build): crops warped from
+    # pre-cropped regions on disk instead of decoded JPEGs, the same pixels; "" decodes (BENCHMARKS.md).
+    region_store: str = ""
 
     def validate(self) -> "DataConfig":
         if self.input_h <= 0 or self.input_w <= 0 or self.input_h % 32 or self.input_w % 32:
@@ -74,6 +78,9 @@ class DataConfig:
             raise ValueError(f"data.sigma must be > 0, got {self.sigma}")
         if not 0.0 <= self.scale_factor < 1.0:
             raise ValueError(f"data.scale_factor must be in [0, 1), got {self.scale_factor}")
+        if self.region_store and not os.path.isfile(os.path.join(self.region_store, "manifest.json")):
+            raise ValueError(f"data.region_store: {self.region_store} is not a region store (no manifest.json; build "
+                             f"one with `python -m datasets.topdown.region_store build`)")
         for name in ("max_train_samples", "max_val_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0 (0 = all), got {getattr(self, name)}")

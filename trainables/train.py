@@ -72,7 +72,7 @@ def fit(cfg: TrialConfig, reporter, profile_dir: Path | None = None) -> None:
                       half_body_p=data.half_body_p, photometric_p=data.photometric_p)
     train_set = TopDownDataset(train_records, skeleton, codec, train=True, augment=augment,
                                seed=cfg.runtime.seed, occlusions=build_occlusions(cfg.lja, cfg.occ, skeleton),
-                               siamese=cfg.oasnet.enabled)
+                               siamese=cfg.oasnet.enabled, region_store=data.region_store or None)
     sampler = None
     if reporter.world_size > 1:
         sampler = torch.utils.data.DistributedSampler(
