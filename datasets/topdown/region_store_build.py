@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets import meta
+from datasets.atomic import write_bytes
 from datasets.annotations import load_records
 from datasets.cli import existing_dir, non_negative_float, output_dir, positive_int
 from datasets.topdown.augment import Augment
@@ -87,7 +88,9 @@ def build_store(dataset: str, ann, images, out, settings: dict | None = None, wo
                                  f"--out (or delete {out})")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / MANIFEST, json.dumps(manifest).encode())
+        write_bytes(out / MANIFEST, json.dumps(manifest).encode())
+    for stale in out.glob(".shard-*.tmp"):  # what a killed build was writing (datasets/atomic.py's temporary names)
+        stale.unlink(missing_ok=True)
     shards = (len(files) + shard_size - 1) // shard_size
     kept, rebuilt = [], 0
     corrupt = set()
@@ -154,8 +157,8 @@ def _build_shard(shard: int) -> tuple[int, int]:
             offset += len(region) + pad
         entries.append(entry)
     data = b"".join(chunks)
-    _atomic_write(out / shard_name(shard, "bin"), data)
-    _atomic_write(out / shard_name(shard, "json"), json.dumps({"size": len(data), "entries": entries}).encode())
+    write_bytes(out / shard_name(shard, "bin"), data)
+    write_bytes(out / shard_name(shard, "json"), json.dumps({"size": len(data), "entries": entries}).encode())
     return faults, len(data)
 
 
@@ -166,16 +169,6 @@ def _complete(out: Path, shard: int) -> bool:
         return (out / shard_name(shard, "bin")).stat().st_size == size
     except (OSError, ValueError, KeyError, TypeError):
         return False
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, rename it over `path`."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class _Serial:

@@ -92,7 +92,7 @@ def test_an_interrupted_build_resumes_and_keeps_its_finished_shards(coco_dir, co
     assert (first["built"], sorted(p.name for p in out.iterdir())) == (1, [
         "manifest.json", shard_name(0, "bin"), shard_name(0, "json")])
     # A build killed mid-shard leaves a temporary file, or a data file whose index was never written.
-    (out / f"{shard_name(1, 'bin')}.tmp-99999").write_bytes(b"partial")
+    (out / f".{shard_name(1, 'bin')}.x1y2z3.tmp").write_bytes(b"partial")
     (out / shard_name(2, "bin")).write_bytes(b"\0" * 100)
     kept = (out / shard_name(0, "bin")).stat()
     records = load_records(coco_dir / "test_coco.json", coco_dir, COCO17)
@@ -103,6 +103,7 @@ def test_an_interrupted_build_resumes_and_keeps_its_finished_shards(coco_dir, co
     second = build_store("coco", coco_dir / "test_coco.json", coco_dir, out, SETTINGS, workers=2, shard_size=1)
     assert (second["built"], second["kept"], second["rebuilt"]) == (3, 1, 0)
     assert (out / shard_name(0, "bin")).stat().st_mtime_ns == kept.st_mtime_ns  # not redone
+    assert not list(out.glob("*.tmp"))
     for shard in range(4):
         assert (out / shard_name(shard, "bin")).read_bytes() == (coco_store / shard_name(shard, "bin")).read_bytes()
     assert build_store("coco", coco_dir / "test_coco.json", coco_dir, out, SETTINGS, shard_size=1)["built"] == 0
