@@ -53,7 +53,8 @@ class TopDownDataset(torch.utils.data.Dataset):
     reduced decode the pixels are the full-decode path's up to one grey level in a rare pixel (OpenCV's float32
     source coordinates round differently relative to a region's origin), and a sample never depends on what the
     cache holds. `region_store` (a directory region_store.py built, or a RegionStore) serves crops from regions
-    pre-cropped on disk, the same pixels without a decode. `fast=False` is the plain path: the whole image decoded and warped for every sample.
+    pre-cropped on disk: the same pixels, no decode. `fast=False` is the plain path: the whole image decoded and
+    warped for every sample.
     Measurements: BENCHMARKS.md; equivalence: tests/datasets/test_pipeline_speed.py.
 
     `augment` (training only) is the identity by default; `occlusions` are the training occlusion transforms in

@@ -105,7 +105,6 @@ class RegionStore:
         self.shard_size = size
         root = self.manifest["image_root"]
         self._by_path = {os.path.normpath(os.path.join(root, f)): i for i, f in enumerate(files)}
-        self._by_relative = {f: i for i, f in enumerate(files)}
         self._maps: dict[int, mmap.mmap] = {}
         self._verified = np.zeros(len(files), bool)
         self._bad = np.zeros(len(files), bool)
@@ -119,17 +118,9 @@ class RegionStore:
         return len(self.stored)
 
     def lookup(self, path: str) -> int:
-        """The entry of image `path` (as the records name it): by its full path, else by its path relative to the
-        store's image root or its last one or two components (a moved dataset root); -1 when the store lacks it."""
-        entry = self._by_path.get(os.path.normpath(path))
-        if entry is not None:
-            return entry
-        parts = Path(path).parts
-        for tail in (parts[-2:], parts[-1:]):
-            entry = self._by_relative.get(os.path.join(*tail)) if tail else None
-            if entry is not None:
-                return entry
-        return -1
+        """The entry of image `path` (as the records name it, relative to the working directory or absolute), -1
+        when the store lacks it. Only the same file matches: a basename alone could name another image."""
+        return self._by_path.get(os.path.normpath(os.path.abspath(path)), -1)
 
     def entries_for(self, paths) -> np.ndarray:
         """(F,) int64 entry of each path (-1 where absent): a dataset's file index -> entry, computed once."""
@@ -249,7 +240,11 @@ def attach(store, dataset) -> tuple[RegionStore | None, np.ndarray | None]:
         log.warning("region store %s was built for %s, this dataset trains with %s: crops outside its regions "
                     "are decoded from the images", store.directory, store.settings, mine)
     records = dataset.records
-    return store, store.entries_for(records.path(f) for f in range(records.num_files))
+    entries = store.entries_for(records.path(f) for f in range(records.num_files))
+    if records.num_files and not (entries >= 0).any():
+        log.warning("region store %s holds none of this dataset's %d images (its image root: %s); every crop is "
+                    "decoded", store.directory, records.num_files, store.manifest["image_root"])
+    return store, entries
 
 
 def main(argv=None) -> int:

@@ -42,10 +42,10 @@ _ALIGN = 64
 _STATE: dict = {}  # the dataset and paths of the build in progress, inherited by the forked pool's processes
 
 
-def plan_dataset(records, dataset: str, settings: dict) -> TopDownDataset:
+def plan_dataset(records, dataset: str, settings: dict) -> TopDownDataset:  # settings: store_settings' keys
     """The training dataset whose region plans the store holds (no cache: the build decodes each image once)."""
     augment = Augment(settings["scale_factor"], settings["rotation"], settings["rotation_p"],
-                      half_body_p=settings["half_body_p"])
+                      half_body_p=settings["half_body_p"], half_body_min_joints=settings["half_body_min_joints"])
     return TopDownDataset(records, meta.get(dataset).skeleton, HeatmapCodec(tuple(settings["input_hw"])), train=True,
                           augment=augment, padding=settings["padding"], cache_mb=0,
                           max_reduction=settings["max_reduction"])
