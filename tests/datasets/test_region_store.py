@@ -3,6 +3,7 @@ the store equal those decoded from the original images (reduced decoding include
 keeping its finished shards, a corrupt or truncated entry is detected (the sample is decoded instead, counted) and
 rebuilt, and bad input is refused before anything is written. Timings: tests/benchmarks/no_cache.py."""
 import json
+import pickle
 import shutil
 
 import numpy as np
@@ -161,3 +162,17 @@ def test_bad_input_is_refused_before_anything_is_written(coco_dir, coco_store, t
     with pytest.raises(ValueError, match="data.region_store"):
         TrialConfig.from_flat({"data.region_store": str(tmp_path)}).validate()
     assert TrialConfig.from_flat({"data.region_store": str(coco_store)}).validate().data.region_store
+
+
+def test_loader_workers_read_the_store_as_the_parent_does(coco_dir, coco_store):
+    """Forked DataLoader workers share the parent's maps; a pickled dataset (spawned workers, Ray) reopens the store."""
+    records = load_records(coco_dir / "test_coco.json", coco_dir, COCO17)
+    stored, no_cache, _ = datasets(records, coco_store)
+    stored.store.region(0)  # a shard mapped in the parent before the fork
+    loader = torch.utils.data.DataLoader(stored, batch_size=4, num_workers=2, multiprocessing_context="fork")
+    expected = torch.stack([no_cache[i]["image"] for i in range(len(records))])
+    assert torch.equal(torch.cat([batch["image"] for batch in loader]), expected)
+    revived = pickle.loads(pickle.dumps(stored))
+    assert revived.store is not stored.store and revived.store.directory == stored.store.directory
+    assert torch.equal(torch.stack([revived[i]["image"] for i in range(len(records))]), expected)
+    assert revived.store.hits == len(records) and revived.store.fallbacks == 0
