@@ -80,7 +80,7 @@ def cost_figure(search: Search, points: list[Point], out) -> Figure:
             ax.set_xscale("log")
         ax.set(xlabel=label, ylabel=search.metric, title=f"{search.metric} against {key}")
         ax.legend(fontsize=7, loc="lower right")
-    totals = {k: v for k, v in search.parent_metrics.items() if k.startswith("cost/")}
+    totals = {k: v for k, v in search.parent_metrics.items() if k.startswith("total/cost/")}
     note = (f"Each trial's best-epoch {search.metric} against its whole run's cost (the last epoch's cumulative "
             "counters: trainables/cost.py); red: the Pareto front.")
     if totals:

@@ -33,7 +33,7 @@ def trial(name, occ_ap_by_epoch):
 
 def test_points_take_the_best_epoch_score_and_the_final_cost(tmp_path):
     search = Search("exp", "1", "parent", {"space": "lja", "metric": "val_occ/AP"},
-                    {"cost/device_s": 50.0, "cost/flops": 4e12, "cost/trials": 3.0},
+                    {"total/cost/device_s": 50.0, "total/cost/flops": 4e12, "cost/flops": 1.0},
                     [trial("t1", [0.2, 0.35, 0.3]), trial("t2", [0.4]), trial("unscored", [])])
     costs = {"run-t1": {"cost/device_s": 30.0, "cost/flops": 3e12}, "run-t2": {"cost/device_s": 20.0,
                                                                               "cost/flops": 1e12}}
@@ -44,7 +44,9 @@ def test_points_take_the_best_epoch_score_and_the_final_cost(tmp_path):
     png = (tmp_path / "cost.png").read_bytes()
     assert figure.path == tmp_path / "cost.png" and png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert figure.data["front"] == {"cost/device_s": ["t2"], "cost/flops": ["t2"]}  # t2: better and cheaper
-    assert figure.data["totals"]["cost/device_s"] == 50.0 and "cost/flops = 4e+12" in figure.note
+    # the totals are the parent's total/cost/... (its cost/... are the best trial's: search/status.py)
+    assert figure.data["totals"] == {"total/cost/device_s": 50.0, "total/cost/flops": 4e12}
+    assert "total/cost/flops = 4e+12" in figure.note
     json.dumps(figure.data)  # report.json takes it as it is
 
     page = render_html(search, [], [figure], None, tmp_path).read_text()

@@ -65,6 +65,38 @@ def test_devices_held_is_the_gpus_on_a_gpu_and_the_cpus_on_a_cpu():
     assert cost.devices_held(torch.device("cuda"), cpus_per_worker=4, gpus_per_worker=0) == 1  # outside Ray
 
 
+def _epoch_on_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    # Worker r has run (r + 1) s, holds 2 CPUs, trained 5 + r samples; only rank 0 evaluates (4 crops).
+    meter = cost.CostMeter(train_flops=10, eval_flops=3, device=torch.device("cpu"), devices=2,
+                           started=time.perf_counter() - (rank + 1))
+    metrics = meter.epoch(images=5 + rank, eval_images=4 if rank == 0 else 0)
+    dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as handle:
+        json.dump(metrics, handle)
+
+
+def test_a_trial_with_several_workers_sums_its_counters_over_them(tmp_path):
+    """Two torch.distributed (gloo) workers, as Ray Train runs a trial with runtime.workers = 2: both report the
+    sums, device-seconds included (each worker's wall seconds x the devices it holds)."""
+    context = torch.multiprocessing.get_context("fork")
+    workers = [context.Process(target=_epoch_on_worker, args=(r, 2, str(tmp_path / "rdv"), str(tmp_path / "out")))
+               for r in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    reported = [json.loads((tmp_path / f"out.{r}").read_text()) for r in range(2)]
+    assert reported[0] == reported[1]
+    metrics = reported[0]
+    assert metrics["cost/images"] == metrics["cost/epoch/images"] == 11 and metrics["cost/eval_images"] == 4
+    assert metrics["cost/flops"] == 11 * 10 + 4 * 3
+    assert 2 * (1 + 2) <= metrics["cost/device_s"] < 2 * (1 + 2) + 2 * 2 * 60
+
+
 def coco_with_a_corrupt_image(shared_data, root):
     """The COCO fixture's layout with one image replaced by bytes no decoder reads; (layout, persons on it)."""
     (root / "annotations").mkdir(parents=True)
