@@ -23,7 +23,9 @@ Each counter is logged cumulatively (`cost/<counter>`) and for the epoch alone (
 cumulative values are part of the epoch's metrics, which the checkpoint keeps (trainables/checkpoint.py's
 metrics.json), so a killed and resumed trial continues from its checkpoint's values: nothing counted twice, and
 the work done after the last checkpoint - lost with the kill - not counted at all. The final cumulative values of
-a trial are therefore its cost, and the sum over trials the search's.
+a trial are therefore its cost, and the sum over trials the search's. (A trial started from another trial's
+checkpoint - a PBT exploit - would continue that trial's counters and count its past twice in the sum: such a
+start must call `resume(None)`, or subtract the source's values, to keep the sum exact.)
 """
 from __future__ import annotations
 
