@@ -7,7 +7,7 @@ the best trial's model registered in the MLflow Model Registry under the experim
 
 Tables: the best trial against the paper-default and no-occlusion baselines (clean and occluded columns), LJA's
 quantity x size grid, the λ-schedule table and the mimic-loss comparison (each where the search explored it).
-Figures: parallel coordinates and fANOVA parameter importance (Optuna), learning curves, robustness curves. The
+Figures: parallel coordinates, fANOVA importance (Optuna), learning and robustness curves, AP against cost. The
 best and paper-default trials are attacked (trainables/robustness.py, as search/robustness.py does) first unless
 they already were.
 """
@@ -127,6 +127,7 @@ def render_html(search, tables, figures, model: dict | None, out: Path) -> Path:
 def build_report(args) -> dict:
     from mlflow.exceptions import MlflowException
 
+    from dashboards.cost import cost_figure, cost_points, trial_costs
     from dashboards.figures import all_figures, load_study
     from dashboards.registry import register_best_model
     from dashboards.search_data import load_search, trial_from_run
@@ -164,6 +165,7 @@ def build_report(args) -> dict:
             print(f"report.py: warning: {model_error}", file=sys.stderr)
     tables = all_tables(search, baseline)
     figures = all_figures(search, study, study_note, out / "figures")
+    figures.append(cost_figure(search, cost_points(search, trial_costs(client, search)), out / "figures"))
     page = render_html(search, tables, figures, model, out)
     summary = {
         "experiment": search.experiment, "parent_run_id": search.parent_run_id, "metric": search.metric,

@@ -298,6 +298,7 @@ def show_summary(args, tracker, summary: dict, console, complete: bool) -> None:
         record_on_parent(tracker, table)
     summary["table"] = table.to_json()["table"]
     summary["mean_pose_floor"] = table.floor
+    summary["cost"] = tracker.cost_totals()  # what the parent run totals (search/tracking.py)
     for key, value in summary.get("best", {}).items():
         if isinstance(value, (int, float)) and key != "epoch":
             tracker.client.log_metric(tracker.parent_run_id, f"best/{key}", value)

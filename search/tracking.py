@@ -26,6 +26,9 @@ from search.stores import BEST_CHECKPOINT, CHECKPOINT_FILES, artifact_location, 
 
 LOGGED_EXTRA_METRICS = ("epoch_time_s",)
 STEP_MARKER_METRIC = "epoch_time_s"  # logged with every epoch; its history says which epochs a run has
+# A trial's cumulative cost counters are `cost/<counter>` (trainables/cost.py); the parent run's totals have their
+# own names, as the parent also carries the best trial's metrics under theirs (search/status.py record_on_parent).
+COST_PREFIX, TOTAL_PREFIX = "cost/", "total/"
 ROLE_TAG = "occpose.role"  # "parent" or "trial": how a resume finds runs the registry never heard of
 
 
@@ -111,8 +114,27 @@ class SearchTracker:
                 raise
 
     def end_parent(self, status: str) -> None:
+        """Close the parent run, its cost totals logged first (`log_cost_totals`)."""
         if self.parent_run_id is not None:
+            self.log_cost_totals()
             self.client.set_terminated(self.parent_run_id, status=status)
+
+    def cost_totals(self) -> dict[str, float]:
+        """The search's cost, `total/cost/<counter>`: each cumulative `cost/<counter>` a trial logs
+        (trainables/cost.py: device-seconds, images, FLOPs) summed over the trials' runs, each run's final value
+        (the last epoch it reported: a trial stopped by the scheduler counts what it ran, a resumed one its
+        checkpoint's counters continued; one that reported no epoch, nothing); `total/cost/trials`: the runs."""
+        totals, runs = {}, self.registry.read()["trials"].values()
+        for run_id in runs:
+            for key, value in self.client.get_run(run_id).data.metrics.items():
+                if key.startswith(COST_PREFIX) and key.count("/") == 1:  # not the per-epoch cost/epoch/...
+                    totals[TOTAL_PREFIX + key] = totals.get(TOTAL_PREFIX + key, 0.0) + value
+        return {**dict(sorted(totals.items())), f"{TOTAL_PREFIX}{COST_PREFIX}trials": float(len(runs))}
+
+    def log_cost_totals(self) -> None:
+        """`cost_totals` on the parent run (the latest value is the total; a resumed search logs it again)."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in self.cost_totals().items()])
 
     def child_run(self, trial_id: str, trial_name: str, params: dict) -> str:
         """The trial's run: created once, reattached (never duplicated) when a resumed search sees it again."""

@@ -95,8 +95,8 @@ def train_one_epoch(model, compute_loss, optimizer, loader, epoch: int, epochs: 
     parts are summed on the device and read every `print_every` steps (0: never) and at the epoch's end. A
     non-finite loss is found there too (NonFiniteLoss names its step); the steps run since then are lost with the
     trial, which fails before the epoch's checkpoint. (A loss whose parts are Python floats synchronises inside
-    the loss.) Returns the epoch's averages, images_per_s, time_s and data_wait_s, the seconds the loop waited for
-    batches (data-bound when close to time_s)."""
+    the loss.) Returns the epoch's averages, images (the samples trained, skipped ones not counted), images_per_s,
+    time_s and data_wait_s, the seconds the loop waited for batches (data-bound when close to time_s)."""
     model.train()
     meter = MetricLogger()
     guard = FiniteGuard(device)
@@ -133,6 +133,7 @@ def train_one_epoch(model, compute_loss, optimizer, loader, epoch: int, epochs: 
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # the queued steps belong to this epoch's time
     elapsed = time.perf_counter() - start
+    stats["images"] = images_seen
     stats["images_per_s"] = images_seen / max(elapsed, 1e-9)
     stats["time_s"] = elapsed
     stats["data_wait_s"] = waited[0]

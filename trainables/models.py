@@ -239,15 +239,24 @@ def describe(name: str, num_keypoints: int = 17) -> dict:
             "stride": output_stride(name)}
 
 
-def count_flops(model: nn.Module, input_hw: tuple[int, int]) -> int:
-    """FLOPs (2 x multiply-adds) of one forward pass of one image, counted by torch's own FlopCounterMode."""
+def count_flops(model: nn.Module, input_hw: tuple[int, int], train: bool = False) -> int:
+    """FLOPs (2 x multiply-adds) of one forward pass of one image, counted by torch's own FlopCounterMode.
+
+    train: a training step's instead - the forward of every supervised output (stage_outputs) and the backward to
+    the parameters' gradients (not to the input's, as in training). The model's state is left as it was (eval-mode
+    normalisation, torch.autograd.grad: no running statistics and no .grad touched)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, *input_hw))
+    with torch.set_grad_enabled(train), counter:
+        x = torch.zeros(1, 3, *input_hw, device=next(model.parameters()).device)  # meta too: shapes only
+        if not train:
+            model(x)
+        else:
+            trained = [p for p in model.parameters() if p.requires_grad]
+            torch.autograd.grad(sum(out.float().sum() for out in stage_outputs(model, x)), trained, allow_unused=True)
     model.train(was_training)
     return counter.get_total_flops()
 

@@ -24,10 +24,10 @@ from datasets.topdown.dataset import TopDownDataset
 from trainables import checkpoint
 from trainables.build import build_codec, build_loss, build_model, build_optimizer
 from trainables.config import TrialConfig
+from trainables.cost import CostMeter
 from trainables.engine import evaluate, train_one_epoch
 from trainables.hardware import peak_flops
 from trainables.loaders import train_loader
-from trainables.models import count_flops
 from trainables.profiling import ProfileWindow
 from trainables.runtime import enabled, unwrap
 
@@ -82,8 +82,10 @@ def fit(cfg: TrialConfig, reporter, profile_dir: Path | None = None) -> None:
 
     # Model and loss
     model = build_model(cfg)
-    # forward + backward ~ 3x forward; OASNet runs two views per sample
-    flops_per_image = 3 * count_flops(model, codec.input_hw) * (2 if cfg.oasnet.enabled else 1)
+    # What the trial costs (trainables/cost.py); its training FLOPs per sample (OASNet: two views) also give tflops
+    cost = CostMeter.for_trial(model, codec.input_hw, device, cfg.runtime, views=2 if cfg.oasnet.enabled else 1,
+                               flip_test=data.flip_test, started=fit_started)
+    flops_per_image = cost.train_flops
     loss_fn = build_loss(cfg, skeleton, unwrap(model).to(device))
     model = reporter.prepare_model(model)
     peak = cfg.runtime.peak_flops or peak_flops(device, amp)  # one worker's device, as images_per_s is per worker
@@ -105,6 +107,7 @@ def fit(cfg: TrialConfig, reporter, profile_dir: Path | None = None) -> None:
         # its metrics reaching the tracker, they arrive now (the tracker drops epochs it already has).
         if restored_metrics is not None:
             reporter.report(restored_metrics, None)
+        cost.resume(restored_metrics)  # its cumulative counters continue from the checkpoint's
 
     eval_splits = eval_datasets(cfg, codec) if reporter.rank == 0 else {}
 
@@ -122,6 +125,7 @@ def fit(cfg: TrialConfig, reporter, profile_dir: Path | None = None) -> None:
         lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained at, before the scheduler moves it
         lr_scheduler.step()
         # "epoch" counts completed epochs (1-based): the MLflow step and ASHA's time axis, stable across resumes.
+        images = stats.pop("images")
         metrics = {"epoch": epoch + 1, **{meta.metric_name("train", k): v for k, v in stats.items()}}
         metrics[meta.metric_name("train", "lr")] = lr
         metrics[meta.metric_name("train", "tflops")] = flops_per_image * stats["images_per_s"] / 1e12
@@ -139,6 +143,8 @@ def fit(cfg: TrialConfig, reporter, profile_dir: Path | None = None) -> None:
             if dataset.skipped:
                 log.warning("epoch %d: %d %s samples skipped (faulty images: %s)", epoch + 1, len(dataset.skipped),
                             split, skipped_files(dataset, dataset.skipped))
+        metrics |= cost.epoch(images, sum(len(dataset) - int(metrics[meta.metric_name(split, "skipped_samples")])
+                                          for split, (dataset, _) in eval_splits.items()))
         metrics |= {meta.metric_name("time", "train_s"): stats["time_s"],
                     meta.metric_name("time", "eval_s"): time.perf_counter() - eval_start,
                     meta.metric_name("time", "setup_s"): setup_s}

@@ -89,6 +89,48 @@ def test_child_runs_log_every_hyperparameter_and_epoch_metric(smoke_search):
         assert "best_checkpoint/model.pt" in checkpoint
 
 
+def test_parent_run_totals_the_cost_of_its_trials(smoke_search):
+    """Each trial logs its cost (trainables/cost.py); the parent run and the summary JSON hold the sums of the
+    trials' final values, and each trial's values are its own: the images of its training set (none dropped or
+    skipped at this size), FLOPs = images x FlopCounterMode's count of one sample + its evaluation crops'."""
+    from dashboards.search_data import parse_param
+    from datasets.annotations import load_records
+    from datasets.meta import get
+    from trainables import cost
+    from trainables.config import TrialConfig
+    from trainables.build import build_model
+
+    _, client, work = smoke_search
+    experiment = client.get_experiment_by_name("e2e-smoke")
+    parent, = client.search_runs([experiment.experiment_id], "tags.`occpose.role` = 'parent'")
+    children = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
+    summary = json.loads((work / "ray" / "e2e-smoke.summary.json").read_text())
+    assert parent.data.metrics["total/cost/trials"] == summary["cost"]["total/cost/trials"] == len(children) == 2
+    for counter in cost.COUNTERS:
+        final = [c.data.metrics[cost.metric(counter)] for c in children]
+        assert all(value > 0 for value in final), counter
+        total = "total/" + cost.metric(counter)  # the parent's cost/... are its best trial's (search/status.py)
+        assert parent.data.metrics[total] == pytest.approx(sum(final), rel=1e-12), counter
+        assert summary["cost"][total] == pytest.approx(sum(final), rel=1e-12), counter
+    for child in children:
+        known = set(TrialConfig().flat())
+        cfg = TrialConfig.from_flat({k: parse_param(v) for k, v in child.data.params.items() if k in known})
+        metrics = child.data.metrics
+        records = load_records(cfg.data.train_ann, cfg.data.train_images, get(cfg.data.dataset).skeleton)
+        trained = min(len(records), cfg.data.max_train_samples or len(records))
+        if trained > cfg.optim.batch_size:  # trainables/loaders.py drops the last partial batch
+            trained -= trained % cfg.optim.batch_size
+        assert metrics["cost/images"] == metrics["cost/epoch/images"] == trained  # one epoch
+        model = build_model(cfg)
+        hw = (cfg.data.input_h, cfg.data.input_w)
+        expected = trained * cost.flops_per_sample(model, hw, train=True) + metrics["cost/eval_images"] * (
+            cost.flops_per_sample(model, hw, train=False) * (2 if cfg.data.flip_test else 1))
+        assert metrics["cost/flops"] == pytest.approx(expected, rel=1e-12)
+        # device-seconds: the trial's fit, at least its setup, training and evaluation, x the CPUs it holds
+        spent = sum(metrics[f"time/{part}_s"] for part in ("setup", "train", "eval"))
+        assert metrics["cost/device_s"] >= cfg.runtime.workers * cfg.runtime.cpus_per_worker * spent
+
+
 def test_console_is_short_quiet_and_ends_with_the_summary_table(smoke_search):
     """Off a terminal (CI, a log file) the search prints at most 40 lines: the log's path, one line per trial event,
     the summary table (trials best first, the paper point, the mean-pose floor) and the next commands; Ray's own
@@ -220,7 +262,7 @@ def test_report_registers_the_best_model_and_logs_html_to_the_parent_run(smoke_s
     assert paper[0] == "paper default" and "lja.quantity_ratio=0.15" in paper[-1]
     assert {"comparison", "lja_grid", "schedules"} <= set(summary["tables"])
 
-    for name in ("parallel_coordinates.png", "learning_curves.png", "robustness_curves.png"):
+    for name in ("parallel_coordinates.png", "learning_curves.png", "robustness_curves.png", "cost.png"):
         png = (work / "report" / "figures" / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, name
     page = (work / "report" / "report.html").read_text()
