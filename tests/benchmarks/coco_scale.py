@@ -185,7 +185,7 @@ def child_eval(files: dict) -> dict:
     from datasets.evaluation.scoring import Predictions, coco_results, oks_nms
     from datasets.evaluation.splits import load_eval_split
     from datasets.skeletons import COCO17
-    from datasets.topdown.codec import HeatmapCodec, unflip_heatmaps
+    from datasets.topdown.codec import HeatmapCodec
     from datasets.topdown.dataset import TopDownDataset
     from datasets.topdown.geometry import transform_points
 
@@ -211,7 +211,7 @@ def child_eval(files: dict) -> dict:
     for lo in range(0, n, batch):
         m = min(batch, n - lo)
         t0 = clock()
-        averaged = 0.5 * (heatmaps[:m] + unflip_heatmaps(flipped[:m], COCO17.flip_index, codec.stride))
+        averaged = codec.flip_average(heatmaps[:m], flipped[:m], COCO17.flip_index)
         t1 = clock()
         xy, score = codec.decode(averaged)
         t2 = clock()
