@@ -35,13 +35,24 @@ ANNOTATION_FIELDS = {
 
 @dataclass
 class CocoGroundTruth:
-    """A checked COCO-format file: images by id, and each annotation's parsed keypoints (K, 3) and box (x y w h),
-    in file order. `warnings`: what the reference scores as it is but a user should hear about."""
+    """A checked COCO-format file: images by id, and every annotation's parsed keypoints and box in file order,
+    as one (N, K, 3) float32 `keypoint_array` and one (N, 4) float64 x y w h `box_array` (`keypoints` and `boxes`
+    give them per annotation). `warnings`: what the reference scores as it is but a user should hear about."""
 
     images: dict
-    keypoints: list = field(default_factory=list)
-    boxes: list = field(default_factory=list)
+    keypoint_array: np.ndarray
+    box_array: np.ndarray
     warnings: list = field(default_factory=list)
+
+    @property
+    def keypoints(self) -> list:
+        """Each annotation's (K, 3) keypoints (views of `keypoint_array`)."""
+        return list(self.keypoint_array)
+
+    @property
+    def boxes(self) -> list:
+        """Each annotation's box as a tuple of 4 floats."""
+        return [tuple(b) for b in self.box_array.tolist()]
 
 
 def protocol_of(skeleton: Skeleton) -> str:
@@ -64,7 +75,7 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
         raise AnnotationError(f"{source}: not a COCO annotation file (needs 'images' and 'annotations' lists)")
     images = _check_images(data["images"], source, (*IMAGE_FIELDS[protocol], *image_fields))
     categories = _check_categories(data.get("categories"), source)
-    checked = CocoGroundTruth(images)
+    keypoints, boxes = [], []  # filled only where the one-array conversions below fail
     seen: dict = {}
     bad_area = []
     fields = ANNOTATION_FIELDS[protocol]
@@ -75,9 +86,7 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
         if not ((flags == 0) | (flags == 1) | (flags == 2)).all():
             kpts_all = None  # the per-annotation check names the entry
     labelled_all = np.count_nonzero(kpts_all[:, :, 2], axis=1).tolist() if kpts_all is not None else None
-    kpts_all = list(kpts_all) if kpts_all is not None else None  # (K, 3) views, made in one C loop
     boxes_all = _numbers_of(data["annotations"], "bbox", 4)
-    boxes_all = [tuple(b) for b in boxes_all.tolist()] if boxes_all is not None else None
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise AnnotationError(f"{source}: annotation #{i} is {type(ann).__name__}, expected an object")
@@ -99,14 +108,16 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
         if ann["iscrowd"] not in (0, 1) or not isinstance(ann["iscrowd"], (int, bool)):
             raise AnnotationError(f"{source}: {entry}: field 'iscrowd' is {ann['iscrowd']!r}, expected 0 or 1")
         if kpts_all is not None:
-            kpts, labelled = kpts_all[i], labelled_all[i]
+            labelled = labelled_all[i]
         else:
             kpts = check_keypoints(ann["keypoints"], skeleton, source, entry)
             labelled = int(np.count_nonzero(kpts[:, 2]))
+            keypoints.append(kpts)
         count = ann["num_keypoints"]
         if not (type(count) is int and count >= 0 and (count > 0) == (labelled > 0)):
             _check_num_keypoints(count, labelled, protocol, source, entry)  # raises, or CrowdPose's lower count
-        box = boxes_all[i] if boxes_all is not None else check_box(ann["bbox"], source, entry, "bbox")
+        if boxes_all is None:
+            boxes.append(check_box(ann["bbox"], source, entry, "bbox"))
         if "area" in fields:
             if not is_number(ann["area"]):
                 raise AnnotationError(f"{source}: {entry}: field 'area' is {ann['area']!r}, expected a finite number")
@@ -117,9 +128,12 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
             if min(box_extent(head, xywh=False)) <= 0:
                 raise AnnotationError(f"{source}: {entry}: field 'head_box' has a negative or zero width/height: "
                                       f"{ann['head_box']}")
-        checked.keypoints.append(kpts)
-        checked.boxes.append(box)
-    if not any((k[:, 2] > 0).any() and not a["iscrowd"] for k, a in zip(checked.keypoints, data["annotations"])):
+    k = skeleton.num_keypoints
+    checked = CocoGroundTruth(
+        images, kpts_all if kpts_all is not None else np.array(keypoints, np.float32).reshape(-1, k, 3),
+        boxes_all if boxes_all is not None else np.array(boxes, np.float64).reshape(-1, 4))
+    crowd = np.array([bool(a["iscrowd"]) for a in data["annotations"]], bool)
+    if not ((checked.keypoint_array[:, :, 2] > 0).any(axis=1) & ~crowd).any():
         raise AnnotationError(f"{source}: no annotation has a labelled joint outside a crowd region: nothing to "
                               "train or score (the reference scorer would report AP -1)")
     if bad_area:
