@@ -110,11 +110,16 @@ def _coco_table(anns: list, checked, ann_file: Path, image_dir: Path) -> "Record
     keep = np.flatnonzero(~degenerate & ~outside & ~crowd & labelled).tolist()
     paths: dict[str, int] = {}
     files: dict = {}  # image id -> (file index, (width, height) or (0, 0))
+    # str(image_dir / name) without a Path per image where the name is one plain component (COCO's): the same text
+    base = str(image_dir)
+    prefix = "" if base == "." else base.rstrip("/") + "/"
     file_index, sizes, heads = [], [], []
     for i in keep:
         ann = anns[i]
         if ann["image_id"] not in files:
-            path = str(image_dir / images[i]["file_name"])
+            name = images[i]["file_name"]
+            plain = name and "/" not in name and name not in (".", "..")
+            path = prefix + name if plain else str(image_dir / name)
             files[ann["image_id"]] = (paths.setdefault(path, len(paths)), image_size(images[i]) or (0, 0))
         index, wh = files[ann["image_id"]]
         file_index.append(index)
@@ -318,6 +323,8 @@ def _path_arrays(paths: list[str]) -> dict:
 
 def _id_array(ids: list) -> np.ndarray:
     """Integer ids as int64; anything else (a string id) as a fixed-width unicode array, still no Python objects."""
+    if set(map(type, ids)) <= {int}:  # parsed JSON's integers: the check below, in one C pass
+        return np.array(ids, dtype=np.int64)
     if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
         return np.array(ids, dtype=np.int64)
     return np.array([str(i) for i in ids])

@@ -26,6 +26,8 @@ from datasets.skeletons import Skeleton
 from datasets.validation.base import (AnnotationError, box_extent, check_box, check_reference, is_id, is_number,
                                       numbers, require_fields)
 
+# What json.loads makes of an integer or a string id: a fast path of base.is_id (exact for parsed JSON).
+ID_TYPES = (int, str)
 IMAGE_FIELDS = {"coco": ("id", "width", "height"), "crowdpose": ("id", "width", "height", "crowdIndex")}
 ANNOTATION_FIELDS = {
     "coco": ("id", "image_id", "category_id", "keypoints", "num_keypoints", "iscrowd", "bbox", "area"),
@@ -79,6 +81,7 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
     seen: dict = {}
     bad_area = []
     fields = ANNOTATION_FIELDS[protocol]
+    required = frozenset(fields)
     kpts_all = _numbers_of(data["annotations"], "keypoints", 3 * skeleton.num_keypoints)
     if kpts_all is not None:
         kpts_all = kpts_all.astype(np.float32).reshape(len(kpts_all), -1, 3)
@@ -90,19 +93,20 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise AnnotationError(f"{source}: annotation #{i} is {type(ann).__name__}, expected an object")
-        if not all(name in ann for name in fields):  # messages are formatted only when one is raised
+        if not ann.keys() >= required:  # messages are formatted only when one is raised
             require_fields(ann, fields, f"{source}: annotation {ann.get('id', f'#{i}')}: ")
         ann_id = ann["id"]
         entry = f"annotation {ann_id}"
-        if not is_id(ann_id):
+        if type(ann_id) not in ID_TYPES and not is_id(ann_id):
             raise AnnotationError(f"{source}: annotation #{i}: field 'id' {ann_id!r} is not an integer or string")
         if ann_id in seen:
             raise AnnotationError(f"{source}: {entry}: field 'id' {ann_id!r} is shared by annotations #{seen[ann_id]} "
                                   f"and #{i} (pycocotools would keep one person twice)")
         seen[ann_id] = i
-        if not (is_id(ann["image_id"]) and ann["image_id"] in images):
+        if not ((type(ann["image_id"]) in ID_TYPES or is_id(ann["image_id"])) and ann["image_id"] in images):
             check_reference(ann, "image_id", images, f"{source}: {entry}: ", "an image of the file")
-        if not (is_id(ann["category_id"]) and ann["category_id"] in categories):
+        category = ann["category_id"]
+        if not ((type(category) in ID_TYPES or is_id(category)) and category in categories):
             check_reference(ann, "category_id", categories, f"{source}: {entry}: ",
                             f"a category of the file ({sorted(categories, key=str)})")
         if ann["iscrowd"] not in (0, 1) or not isinstance(ann["iscrowd"], (int, bool)):
@@ -166,10 +170,11 @@ def _numbers_of(entries: list, name: str, size: int) -> np.ndarray | None:
 
 def _check_images(images: list, source, fields: tuple[str, ...]) -> dict:
     by_id: dict = {}
+    required = frozenset(fields)
     for i, image in enumerate(images):
         if not isinstance(image, dict):
             raise AnnotationError(f"{source}: image #{i} is {type(image).__name__}, expected an object")
-        if not all(name in image for name in fields):  # messages are formatted only when one is raised
+        if not image.keys() >= required:  # messages are formatted only when one is raised
             require_fields(image, fields, f"{source}: image {image.get('id', f'#{i}')}: ")
         entry = f"image {image['id']}"
         if not is_id(image["id"]):
