@@ -82,7 +82,7 @@ def dark_cells_full(maps: torch.Tensor, sigma: float) -> tuple[torch.Tensor, tor
 def argmax_rows(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, L) -> each row's maximum and the index of its first occurrence, as torch's max(dim=-1) gives them; on
     the CPU through numpy's vectorised argmax (8x faster there than torch's max with indices)."""
-    if flat.device.type != "cpu":
+    if flat.device.type != "cpu" or flat.dtype not in (torch.float32, torch.float64):  # numpy has no bfloat16
         return flat.max(dim=-1)
     idx = torch.from_numpy(flat.detach().numpy().argmax(axis=1))
     return flat.gather(1, idx[:, None])[:, 0], idx
