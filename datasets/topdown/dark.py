@@ -6,8 +6,8 @@ re-statement of the references band by band of distance to the map's edge.
 
 Cost: the step reads the blurred map on the 5x5 window around each argmax only, so only that window is blurred
 (`dark_cells`); `dark_cells_full` blurs whole maps, the references' order of work, for the maps where the two
-could differ (see `dark_cells`). On one CPU core a batch of 64 x 17 maps of 64 x 48 decodes in ~6 ms instead of
-~40 ms (tests/benchmarks/coco_scale.py).
+could differ (see `dark_cells`). On one CPU core a batch of 64 x 17 maps of 64 x 48 decodes in ~8 ms instead of
+~49 ms (tests/benchmarks/coco_scale.py).
 """
 from __future__ import annotations
 
