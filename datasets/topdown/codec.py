@@ -246,8 +246,8 @@ def flip_average(heatmaps: torch.Tensor, flipped: torch.Tensor, flip_index: list
     mirrored crops, mapped back by `unflip_heatmaps`: 0.5 (heatmaps + unflip_heatmaps(flipped, ...)).
 
     On the CPU the column reversal and the sub-pixel shift are one linear map of each row, done as one matrix
-    product by `_unflip_matrix` after the joint swap (one copy), the mean folded into it (addmm): 2 passes over the maps
-    instead of 9, 3-4x less time on one core (tests/benchmarks/coco_scale.py). Its sums equal unflip_heatmaps' to
+    product by `_unflip_matrix` after the joint swap (one copy), the mean folded into it (addmm): 2 passes over the
+    maps instead of 9, 2.5x less time on one core (tests/benchmarks/coco_scale.py). Its sums equal unflip_heatmaps' to
     float32 rounding (one ulp: the product may fuse a multiply-add). Elsewhere (a GPU, whose float32 matrix
     products may run in TF32) the element-wise `unflip_heatmaps`."""
     if heatmaps.device.type != "cpu":
