@@ -67,6 +67,75 @@ def load_records(ann_file, image_dir, skeleton: Skeleton, head_boxes: np.ndarray
     return load_coco_records(data, Path(ann_file), Path(image_dir), skeleton, protocol)
 
 
+def load_record_table(ann_file, image_dir, skeleton: Skeleton, head_boxes: np.ndarray | None = None,
+                      protocol: str | None = None) -> "RecordTable":
+    """`load_records` as a RecordTable (what TopDownDataset holds), with the same `.dropped`. A COCO file's table
+    is built straight from the validator's arrays, without a PersonRecord per person (COCO train2017: 150k):
+    the same arrays as RecordTable.from_records(load_records(...)) (tests/datasets/test_record_table_load.py)."""
+    data = read_json(ann_file, "annotation file")
+    validation.check_annotation_data(data, ann_file)
+    if isinstance(data, list):
+        records = load_mpii_records(data, Path(ann_file), Path(image_dir), skeleton, head_boxes)
+        table = RecordTable.from_records(records)
+        table.dropped = records.dropped
+        return table
+    if protocol not in ("coco", "crowdpose"):
+        protocol = validation.protocol_of(skeleton)
+    checked = validation.check_coco_ground_truth(data, ann_file, skeleton, protocol, image_fields=("file_name",))
+    table = _coco_table(data["annotations"], checked, Path(ann_file), Path(image_dir))
+    _report(table, ann_file, "annotations")
+    return table
+
+
+def _coco_table(anns: list, checked, ann_file: Path, image_dir: Path) -> "RecordTable":
+    """load_coco_records' selection and drops (validation.person_box_drop), on whole arrays."""
+    kpts, boxes = checked.keypoint_array, checked.box_array
+    images = [checked.images[a["image_id"]] for a in anns]
+    crowd = np.array([bool(a["iscrowd"]) for a in anns], bool)
+    labelled = (kpts[:, :, 2] != 0).any(axis=1)
+    x, y, w, h = boxes.T
+    degenerate = (w <= 0) | (h <= 0)
+    broken = np.flatnonzero(degenerate & labelled & ~crowd)
+    if broken.size:  # raises the AnnotationError naming the annotation
+        i = int(broken[0])
+        validation.person_box_drop(tuple(boxes[i]), images[i], True, False, ann_file, f"annotation {anns[i]['id']}")
+    width = np.array([image["width"] for image in images], np.float64).reshape(-1)
+    height = np.array([image["height"] for image in images], np.float64).reshape(-1)
+    outside = ~degenerate & ((x >= width) | (y >= height) | (x + w <= 0) | (y + h <= 0))
+    dropped = validation.Dropped()
+    for reason, mask in (("with a zero or negative box width/height", degenerate),
+                         ("with a box entirely outside its image", outside)):
+        if mask.any():
+            dropped[reason] = int(mask.sum())
+    keep = np.flatnonzero(~degenerate & ~outside & ~crowd & labelled).tolist()
+    paths: dict[str, int] = {}
+    files: dict = {}  # image id -> (file index, (width, height) or (0, 0))
+    # str(image_dir / name) without a Path per image where the name is one plain component (COCO's): the same text
+    base = str(image_dir)
+    prefix = "" if base == "." else base.rstrip("/") + "/"
+    file_index, sizes, heads = [], [], []
+    for i in keep:
+        ann = anns[i]
+        if ann["image_id"] not in files:
+            name = images[i]["file_name"]
+            plain = name and "/" not in name and name not in (".", "..")
+            path = prefix + name if plain else str(image_dir / name)
+            files[ann["image_id"]] = (paths.setdefault(path, len(paths)), image_size(images[i]) or (0, 0))
+        index, wh = files[ann["image_id"]]
+        file_index.append(index)
+        sizes.append(wh)
+        heads.append(tuple(float(v) for v in ann["head_box"]) if "head_box" in ann else None)
+    table = RecordTable(
+        ann_id=_id_array([anns[i]["id"] for i in keep]), image_id=_id_array([anns[i]["image_id"] for i in keep]),
+        file_index=np.array(file_index, np.int32), bbox=boxes[keep].reshape(-1, 4),
+        keypoints=kpts[keep] if keep else np.zeros((0, 0, 3), np.float32),
+        head_box=np.array([hb if hb is not None else (np.nan,) * 4 for hb in heads], np.float64).reshape(-1, 4),
+        has_head_box=np.array([hb is not None for hb in heads], bool), score=np.ones(len(keep)),
+        image_wh=np.array(sizes, np.int64).reshape(-1, 2), **_path_arrays(list(paths)))
+    table.dropped = dropped
+    return table
+
+
 def load_coco_records(data: dict, ann_file: Path, image_dir: Path, skeleton: Skeleton,
                       protocol: str | None = None) -> Records:
     if protocol not in ("coco", "crowdpose"):
@@ -184,10 +253,6 @@ class RecordTable:
         records = list(records)
         paths: dict[str, int] = {}
         file_index = np.array([paths.setdefault(str(r.file), len(paths)) for r in records], dtype=np.int32)
-        encoded = [p.encode("utf-8", "surrogateescape") for p in paths]
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        offsets[1:] = np.cumsum([len(p) for p in encoded], dtype=np.int64)
-        blob = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
         heads = [r.head_box for r in records]
         keypoints = np.stack([np.asarray(r.keypoints, np.float32) for r in records]) if records \
             else np.zeros((0, 0, 3), np.float32)
@@ -199,7 +264,7 @@ class RecordTable:
             has_head_box=np.array([h is not None for h in heads], dtype=bool),
             score=np.array([r.score for r in records], dtype=np.float64),
             image_wh=np.array([r.image_wh or (0, 0) for r in records], dtype=np.int64).reshape(-1, 2),
-            path_blob=blob, path_offsets=offsets)
+            **_path_arrays(list(paths)))
 
     def __len__(self) -> int:
         return len(self.file_index)
@@ -248,8 +313,18 @@ class RecordTable:
         return sum(getattr(self, name).nbytes for name in (*self._ARRAYS, "path_blob", "path_offsets"))
 
 
+def _path_arrays(paths: list[str]) -> dict:
+    """RecordTable's path_blob and path_offsets of the distinct file paths, in order."""
+    encoded = [p.encode("utf-8", "surrogateescape") for p in paths]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(p) for p in encoded], dtype=np.int64)
+    return {"path_blob": np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), "path_offsets": offsets}
+
+
 def _id_array(ids: list) -> np.ndarray:
     """Integer ids as int64; anything else (a string id) as a fixed-width unicode array, still no Python objects."""
+    if set(map(type, ids)) <= {int}:  # parsed JSON's integers: the check below, in one C pass
+        return np.array(ids, dtype=np.int64)
     if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
         return np.array(ids, dtype=np.int64)
     return np.array([str(i) for i in ids])

@@ -159,7 +159,7 @@ def predict(model, dataset: TopDownDataset, codec: HeatmapCodec, device, batch_s
         heatmaps = model(images).float()
         if flip_test:
             flipped = model(images.flip(-1)).float()
-            heatmaps = 0.5 * (heatmaps + codec.unflip(flipped, dataset.skeleton.flip_index))
+            heatmaps = codec.flip_average(heatmaps, flipped, dataset.skeleton.flip_index)
         xy, score = codec.decode(heatmaps.cpu())
         for i, index in enumerate(batch["index"].tolist()):
             pred.coords[index] = transform_points(xy[i].numpy().astype(np.float64), dataset.inverse_matrix(index))

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from datasets import meta
-from datasets.annotations import load_records
+from datasets.annotations import load_record_table
 from datasets.evaluation.splits import load_eval_split
 from datasets.occlusion import build_occlusions
 from datasets.topdown.augment import Augment
@@ -65,7 +65,7 @@ def fit(cfg: TrialConfig, reporter, profile_dir: Path | None = None) -> None:
     amp, channels_last = enabled(cfg.runtime.amp, device), enabled(cfg.runtime.channels_last, device)
 
     # Data
-    train_records = load_records(data.train_ann, data.train_images, skeleton)
+    train_records = load_record_table(data.train_ann, data.train_images, skeleton)
     if data.max_train_samples:
         train_records = train_records[: data.max_train_samples]
     augment = Augment(data.scale_factor, data.rotation, data.rotation_p, flip_p=data.flip_p,

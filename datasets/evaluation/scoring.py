@@ -35,28 +35,39 @@ class Predictions:
 
 
 def coco_results(records: list[PersonRecord], pred: Predictions, score_threshold: float = 0.2) -> list[dict]:
-    """COCO results with HRNet's rescoring: box score x mean of the confident joints' scores."""
+    """COCO results with HRNet's rescoring: box score x mean of the confident joints' scores. `records`: a list of
+    PersonRecords or a RecordTable (its id and score arrays are read directly, no record is built)."""
+    done = np.flatnonzero(pred.done)
+    if hasattr(records, "image_id") and hasattr(records, "score"):  # a RecordTable
+        image_ids, box_scores = records.image_id[done].tolist(), records.score[done].tolist()
+    else:
+        image_ids = [records[i].image_id for i in done]
+        box_scores = [records[i].score for i in done]
+    scores = pred.scores[done]
+    confident = scores > score_threshold
+    counts = confident.sum(axis=1).tolist()
+    # Each mean as numpy takes it (the sum of the confident joints in their order, over their count), row by row.
+    means = [float(np.add.reduce(row[mask]) / n) if n else 0.0 for row, mask, n in zip(scores, confident, counts)]
+    keypoints = np.concatenate([pred.coords[done], scores[:, :, None]], axis=2).reshape(len(done), -1)
+    keypoints = keypoints.round(3).tolist()
+    areas = pred.crop_areas[done].tolist() if pred.crop_areas is not None else None
     results = []
-    for index in np.flatnonzero(pred.done):
-        scores = pred.scores[index]
-        confident = scores[scores > score_threshold]
-        kpts = np.concatenate([pred.coords[index], scores[:, None]], axis=1)
-        results.append({
-            "image_id": records[index].image_id,
-            "category_id": 1,
-            "keypoints": kpts.reshape(-1).round(3).tolist(),
-            "score": records[index].score * (float(confident.mean()) if confident.size else 0.0),
-        })
-        if pred.crop_areas is not None:
-            results[-1]["area"] = float(pred.crop_areas[index])  # for OKS-NMS; COCOeval recomputes its own
+    for j in range(len(done)):
+        results.append({"image_id": image_ids[j], "category_id": 1, "keypoints": keypoints[j],
+                        "score": box_scores[j] * means[j]})
+        if areas is not None:
+            results[-1]["area"] = float(areas[j])  # for OKS-NMS; COCOeval recomputes its own
     return results
 
 
 def oks_nms(results: list[dict], sigmas: np.ndarray, threshold: float = 0.9) -> list[dict]:
     """HRNet's OKS non-maximum suppression over one split's results (per image; a pose's area is its padded crop
-    region's, as in HRNet and MMPose).
+    region's, as in HRNet and MMPose): best score first, a pose is kept unless its OKS with a kept one exceeds
+    `threshold`.
 
-    Written by hand: it is part of the HRNet/MMPose evaluation with detector boxes, and no library ships it.
+    Written by hand: it is part of the HRNet/MMPose evaluation with detector boxes, and no library ships it. Each
+    image's OKS matrix is computed at once (the same float64 operations per pair as pose by pose), then the greedy
+    pass reads it.
     """
     kept = []
     by_image: dict = {}
@@ -65,21 +76,19 @@ def oks_nms(results: list[dict], sigmas: np.ndarray, threshold: float = 0.9) -> 
     variances = (2 * np.asarray(sigmas)) ** 2
     for group in by_image.values():
         group = sorted(group, key=lambda r: -r["score"])
-        kpts = np.array([r["keypoints"] for r in group]).reshape(len(group), -1, 3)
+        if len(group) == 1:
+            kept.append(group[0])
+            continue
+        kpts = np.array([r["keypoints"] for r in group]).reshape(len(group), -1, 3)[:, :, :2]
         areas = np.array([r["area"] for r in group])
+        d2 = ((kpts[None, :, :, :] - kpts[:, None, :, :]) ** 2).sum(axis=-1)  # [i, j]: pose j against pose i
+        e = d2 / variances / ((areas[None, :, None] + areas[:, None, None]) / 2 + np.spacing(1)) / 2
+        suppresses = np.exp(-e).mean(axis=2) > threshold
         alive = np.ones(len(group), bool)
         for i in range(len(group)):
-            if not alive[i]:
-                continue
-            kept.append(group[i])
-            rest = np.flatnonzero(alive)
-            rest = rest[rest > i]
-            if rest.size == 0:
-                continue
-            d2 = ((kpts[rest, :, :2] - kpts[i, :, :2]) ** 2).sum(axis=-1)
-            e = d2 / variances / ((areas[rest, None] + areas[i]) / 2 + np.spacing(1)) / 2
-            oks = np.exp(-e).mean(axis=1)
-            alive[rest[oks > threshold]] = False
+            if alive[i]:
+                kept.append(group[i])
+                alive[i + 1:] &= ~suppresses[i, i + 1:]
     return kept
 
 
@@ -109,6 +118,12 @@ def visibility_subset(gt: COCO, visibility: int) -> COCO:
     return subset
 
 
+def quiet_load_results(gt: COCO, results: list[dict]) -> COCO:
+    """pycocotools' `gt.loadRes(results)` without its prints."""
+    with quiet():
+        return gt.loadRes(results)
+
+
 def has_labelled_person(gt: COCO) -> bool:
     """Whether COCOeval would score any person of `gt` (a labelled, non-crowd one); with none it reports AP -1."""
     return any(a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0) for a in gt.dataset["annotations"])
@@ -128,20 +143,22 @@ class CocoScorer:
             if visibility_splits else {}
         self.subsets = {name: subset for name, subset in subsets.items() if has_labelled_person(subset)}
 
-    def _ap(self, gt: COCO, results: list[dict]) -> dict[str, float]:
+    def _ap(self, gt: COCO, results: list[dict], dt: COCO | None = None) -> dict[str, float]:
         if self.crowd:
             from datasets.evaluation.crowdpose import crowdpose_ap
 
             return crowdpose_ap(gt, results, self.skeleton.sigmas_array())
-        return oks_ap(gt, results, self.skeleton.sigmas_array())
+        return oks_ap(gt, results, self.skeleton.sigmas_array(), dt)
 
     def score(self, records: list[PersonRecord], pred: Predictions) -> dict[str, float]:
         results = coco_results(records, pred)
         if self.nms:
             results = oks_nms(results, self.skeleton.sigmas_array())
-        metrics = self._ap(self.gt, results)
+        # The detections are loaded once: the subsets have the full split's images, and COCOeval leaves them as is.
+        dt = None if self.crowd or not results else quiet_load_results(self.gt, results)
+        metrics = self._ap(self.gt, results, dt)
         for name, subset in self.subsets.items():
-            metrics.update({f"{name}/{key}": value for key, value in self._ap(subset, results).items()})
+            metrics.update({f"{name}/{key}": value for key, value in self._ap(subset, results, dt).items()})
         heads = [r.head_box for r in records]
         if records and all(h is not None for h in heads) and pred.done.any():
             gt_kpts = np.stack([r.keypoints for r in records])[pred.done]

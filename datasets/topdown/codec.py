@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
 import torch
+
+from datasets.topdown.dark import _modulate, argmax_rows, dark_blur_radius, dark_cells  # noqa: F401  udp.py
 
 DECODINGS = ("dark", "shift")  # the TrialConfig `data.decode` values
 
@@ -142,6 +143,10 @@ class HeatmapCodec:
         """`unflip_heatmaps` under this codec's conventions (stride, encoding)."""
         return unflip_heatmaps(heatmaps, flip_index, self.stride, self.udp)
 
+    def flip_average(self, heatmaps: torch.Tensor, flipped: torch.Tensor, flip_index: list[int]) -> torch.Tensor:
+        """`flip_average` under this codec's conventions (stride, encoding)."""
+        return flip_average(heatmaps, flipped, flip_index, self.stride, self.udp)
+
     def encode_occlusion(self, keypoints: np.ndarray, occluded: np.ndarray) -> np.ndarray:
         """OASNet's occlusion-heatmap target (h, w): the occluded joints' Gaussians summed and clamped to 1."""
         gaussians, _ = self.encode(keypoints, np.asarray(occluded, np.float32))
@@ -164,8 +169,7 @@ class HeatmapCodec:
         if self.decoding == "dark":
             return self._decode_dark(heatmaps)
         n, k, h, w = heatmaps.shape
-        flat = heatmaps.reshape(n, k, -1)
-        scores, idx = flat.max(dim=-1)
+        scores, idx = (t.reshape(n, k) for t in argmax_rows(heatmaps.reshape(n * k, -1)))
         x = (idx % w).float()
         y = torch.div(idx, w, rounding_mode="floor").float()
         xi, yi = x.long(), y.long()
@@ -188,62 +192,9 @@ class HeatmapCodec:
         return cells / torch.tensor([per_x, per_y], dtype=cells.dtype, device=cells.device)
 
     def _decode_dark(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """DARK as its reference implementations compute it (MMPose's `refine_keypoints_dark` with `gaussian_blur`,
-        DarkPose's `taylor` with `gaussian_blur`): blur with a zero border, log, and one Newton step from the
-        argmax, taken only where the 5x5 stencil lies inside the map (1 < x < w - 2, 1 < y < h - 2); nearer the
-        edge the argmax stays. tests/datasets/test_dark_decoding.py compares it band by band of distance to the edge."""
-        n, k, h, w = heatmaps.shape
-        flat = heatmaps.reshape(n, k, -1)
-        scores, idx = flat.max(dim=-1)
-        xi = (idx % w).reshape(-1)
-        yi = torch.div(idx, w, rounding_mode="floor").reshape(-1)
-        radius = dark_blur_radius(self.sigma)
-        logmap = torch.log(_modulate(heatmaps.float(), radius).clamp(min=1e-10))
-        # Padded only so that the stencil can be read at every argmax; the step is taken inside alone.
-        padded = torch.nn.functional.pad(logmap.reshape(n * k, h, w), (2, 2, 2, 2))
-        inside = (xi > 1) & (xi < w - 2) & (yi > 1) & (yi < h - 2)
-        rows = torch.arange(n * k, device=heatmaps.device)
-        px, py = xi + 2, yi + 2
-
-        def at(dy: int, dx: int) -> torch.Tensor:
-            return padded[rows, py + dy, px + dx]
-
-        center = at(0, 0)
-        dx = 0.5 * (at(0, 1) - at(0, -1))
-        dy = 0.5 * (at(1, 0) - at(-1, 0))
-        dxx = 0.25 * (at(0, 2) - 2 * center + at(0, -2))
-        dyy = 0.25 * (at(2, 0) - 2 * center + at(-2, 0))
-        dxy = 0.25 * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
-        det = dxx * dyy - dxy**2
-        ok = inside & (det != 0)
-        safe = torch.where(ok, det, torch.ones_like(det))
-        zero = torch.zeros_like(det)
-        # The references take the step whatever its length. Beyond the blur's radius the smoothed map holds nothing
-        # of the argmax's neighbourhood, so longer steps (noise: a near-singular Hessian) are clipped to it; shorter
-        # ones, every step on a clean map, are the references' own.
-        off_x = torch.where(ok, -(dyy * dx - dxy * dy) / safe, zero).clamp(-radius, radius)
-        off_y = torch.where(ok, -(dxx * dy - dxy * dx) / safe, zero).clamp(-radius, radius)
-        coords = torch.stack([xi.float() + off_x, yi.float() + off_y], dim=-1).reshape(n, k, 2)
-        return self._to_pixels(coords), scores
-
-
-def dark_blur_radius(sigma: float) -> int:
-    """The half-width of DARK's modulation kernel: the references' 6 sigma - 1 taps (11 for sigma 2, 17 for 3)."""
-    return max(1, int(round(3 * sigma)) - 1)
-
-
-def _modulate(heatmaps: torch.Tensor, radius: int) -> torch.Tensor:
-    """DARK's distribution modulation: each map Gaussian-blurred with a zero border (OpenCV's kernel of
-    2 radius + 1 taps, its sigma derived from the size, as the references' cv2.GaussianBlur(.., (k, k), 0)), then
-    rescaled to its original maximum."""
-    h, w = heatmaps.shape[-2:]
-    kernel = torch.from_numpy(cv2.getGaussianKernel(2 * radius + 1, 0).ravel()).to(heatmaps.device, heatmaps.dtype)
-    # The separable blur as two banded matrix products (taps beyond the border dropped: the zero border): the same
-    # sums as a zero-padded convolution, 40x faster on one CPU core than conv2d's single-channel path.
-    blurred = _band(h, kernel, radius) @ heatmaps @ _band(w, kernel, radius)
-    original_max = heatmaps.amax(dim=(2, 3), keepdim=True)
-    blurred_max = blurred.amax(dim=(2, 3), keepdim=True).clamp(min=1e-10)
-    return blurred * original_max / blurred_max
+        """DARK (datasets/topdown/dark.py) in input pixels."""
+        cells, scores = dark_cells(heatmaps, self.sigma)
+        return self._to_pixels(cells), scores
 
 
 def _gaussians(xp, keypoints, weights, codec: HeatmapCodec, **arange):
@@ -274,12 +225,6 @@ def _gaussians(xp, keypoints, weights, codec: HeatmapCodec, **arange):
     return gy * target_weight[..., None], gx, target_weight
 
 
-def _band(n: int, kernel: torch.Tensor, radius: int) -> torch.Tensor:
-    """(n, n) matrix M with M[i, j] = kernel[j - i + radius] where |j - i| <= radius (symmetric: the kernel is)."""
-    offset = torch.arange(n, device=kernel.device)[None, :] - torch.arange(n, device=kernel.device)[:, None]
-    return torch.where(offset.abs() <= radius, kernel[(offset + radius).clamp(0, 2 * radius)], kernel.new_zeros(()))
-
-
 def unflip_heatmaps(heatmaps: torch.Tensor, flip_index: list[int], stride: int, udp: bool = False) -> torch.Tensor:
     """Heatmaps (N, K, h, w) predicted on a mirrored crop, mapped back to the unmirrored crop (flip test).
 
@@ -293,6 +238,34 @@ def unflip_heatmaps(heatmaps: torch.Tensor, flip_index: list[int], stride: int, 
     shift = 0.0 if udp else (stride - 1) / stride
     left = torch.cat([maps[..., :1], maps[..., :-1]], dim=-1)  # value one cell to the left (edge replicated)
     return (1 - shift) * maps + shift * left
+
+
+def flip_average(heatmaps: torch.Tensor, flipped: torch.Tensor, flip_index: list[int], stride: int,
+                 udp: bool = False) -> torch.Tensor:
+    """The flip test's heatmaps: the mean of `heatmaps` (N, K, h, w) and `flipped`, the maps predicted on the
+    mirrored crops, mapped back by `unflip_heatmaps`: 0.5 (heatmaps + unflip_heatmaps(flipped, ...)).
+
+    On the CPU the column reversal and the sub-pixel shift are one linear map of each row, done as one matrix
+    product by `_unflip_matrix` after the joint swap (one copy), the mean folded into it (addmm): 2 passes over the
+    maps instead of 9, 2.5x less time on one core (tests/benchmarks/coco_scale.py). Its sums equal unflip_heatmaps' to
+    float32 rounding (one ulp: the product may fuse a multiply-add). Elsewhere (a GPU, whose float32 matrix
+    products may run in TF32) the element-wise `unflip_heatmaps`."""
+    if heatmaps.device.type != "cpu":
+        return 0.5 * (heatmaps + unflip_heatmaps(flipped, flip_index, stride, udp))
+    w = flipped.shape[-1]
+    swapped = flipped.index_select(1, torch.as_tensor(flip_index, device=flipped.device))
+    # 0.5 heatmaps + 0.5 (swapped @ P): halving is exact, so these are the floats of 0.5 (heatmaps + swapped @ P)
+    mean = torch.addmm(heatmaps.reshape(-1, w), swapped.reshape(-1, w), _unflip_matrix(w, stride, udp, flipped.dtype),
+                       beta=0.5, alpha=0.5)
+    return mean.reshape(heatmaps.shape)
+
+
+@lru_cache(maxsize=16)
+def _unflip_matrix(w: int, stride: int, udp: bool, dtype: torch.dtype) -> torch.Tensor:
+    """(w, w) P with unflip_heatmaps(maps) == maps[:, flip_index] @ P: row c is what unflip_heatmaps makes of a map
+    row holding 1 in column c (the mirror, the shift, the replicated edge)."""
+    eye = torch.eye(w, dtype=torch.float64)[None, None]
+    return unflip_heatmaps(eye, [0], stride, udp)[0, 0].to(dtype)
 
 
 _CPU = torch.device("cpu")

@@ -26,6 +26,8 @@ from datasets.skeletons import Skeleton
 from datasets.validation.base import (AnnotationError, box_extent, check_box, check_reference, is_id, is_number,
                                       numbers, require_fields)
 
+# What json.loads makes of an integer or a string id: a fast path of base.is_id (exact for parsed JSON).
+ID_TYPES = (int, str)
 IMAGE_FIELDS = {"coco": ("id", "width", "height"), "crowdpose": ("id", "width", "height", "crowdIndex")}
 ANNOTATION_FIELDS = {
     "coco": ("id", "image_id", "category_id", "keypoints", "num_keypoints", "iscrowd", "bbox", "area"),
@@ -35,13 +37,24 @@ ANNOTATION_FIELDS = {
 
 @dataclass
 class CocoGroundTruth:
-    """A checked COCO-format file: images by id, and each annotation's parsed keypoints (K, 3) and box (x y w h),
-    in file order. `warnings`: what the reference scores as it is but a user should hear about."""
+    """A checked COCO-format file: images by id, and every annotation's parsed keypoints and box in file order,
+    as one (N, K, 3) float32 `keypoint_array` and one (N, 4) float64 x y w h `box_array` (`keypoints` and `boxes`
+    give them per annotation). `warnings`: what the reference scores as it is but a user should hear about."""
 
     images: dict
-    keypoints: list = field(default_factory=list)
-    boxes: list = field(default_factory=list)
+    keypoint_array: np.ndarray
+    box_array: np.ndarray
     warnings: list = field(default_factory=list)
+
+    @property
+    def keypoints(self) -> list:
+        """Each annotation's (K, 3) keypoints (views of `keypoint_array`)."""
+        return list(self.keypoint_array)
+
+    @property
+    def boxes(self) -> list:
+        """Each annotation's box as a tuple of 4 floats."""
+        return [tuple(b) for b in self.box_array.tolist()]
 
 
 def protocol_of(skeleton: Skeleton) -> str:
@@ -64,10 +77,11 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
         raise AnnotationError(f"{source}: not a COCO annotation file (needs 'images' and 'annotations' lists)")
     images = _check_images(data["images"], source, (*IMAGE_FIELDS[protocol], *image_fields))
     categories = _check_categories(data.get("categories"), source)
-    checked = CocoGroundTruth(images)
+    keypoints, boxes = [], []  # filled only where the one-array conversions below fail
     seen: dict = {}
     bad_area = []
     fields = ANNOTATION_FIELDS[protocol]
+    required = frozenset(fields)
     kpts_all = _numbers_of(data["annotations"], "keypoints", 3 * skeleton.num_keypoints)
     if kpts_all is not None:
         kpts_all = kpts_all.astype(np.float32).reshape(len(kpts_all), -1, 3)
@@ -75,38 +89,39 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
         if not ((flags == 0) | (flags == 1) | (flags == 2)).all():
             kpts_all = None  # the per-annotation check names the entry
     labelled_all = np.count_nonzero(kpts_all[:, :, 2], axis=1).tolist() if kpts_all is not None else None
-    kpts_all = list(kpts_all) if kpts_all is not None else None  # (K, 3) views, made in one C loop
     boxes_all = _numbers_of(data["annotations"], "bbox", 4)
-    boxes_all = [tuple(b) for b in boxes_all.tolist()] if boxes_all is not None else None
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise AnnotationError(f"{source}: annotation #{i} is {type(ann).__name__}, expected an object")
-        if not all(name in ann for name in fields):  # messages are formatted only when one is raised
+        if not ann.keys() >= required:  # messages are formatted only when one is raised
             require_fields(ann, fields, f"{source}: annotation {ann.get('id', f'#{i}')}: ")
         ann_id = ann["id"]
         entry = f"annotation {ann_id}"
-        if not is_id(ann_id):
+        if type(ann_id) not in ID_TYPES and not is_id(ann_id):
             raise AnnotationError(f"{source}: annotation #{i}: field 'id' {ann_id!r} is not an integer or string")
         if ann_id in seen:
             raise AnnotationError(f"{source}: {entry}: field 'id' {ann_id!r} is shared by annotations #{seen[ann_id]} "
                                   f"and #{i} (pycocotools would keep one person twice)")
         seen[ann_id] = i
-        if not (is_id(ann["image_id"]) and ann["image_id"] in images):
+        if not ((type(ann["image_id"]) in ID_TYPES or is_id(ann["image_id"])) and ann["image_id"] in images):
             check_reference(ann, "image_id", images, f"{source}: {entry}: ", "an image of the file")
-        if not (is_id(ann["category_id"]) and ann["category_id"] in categories):
+        category = ann["category_id"]
+        if not ((type(category) in ID_TYPES or is_id(category)) and category in categories):
             check_reference(ann, "category_id", categories, f"{source}: {entry}: ",
                             f"a category of the file ({sorted(categories, key=str)})")
         if ann["iscrowd"] not in (0, 1) or not isinstance(ann["iscrowd"], (int, bool)):
             raise AnnotationError(f"{source}: {entry}: field 'iscrowd' is {ann['iscrowd']!r}, expected 0 or 1")
         if kpts_all is not None:
-            kpts, labelled = kpts_all[i], labelled_all[i]
+            labelled = labelled_all[i]
         else:
             kpts = check_keypoints(ann["keypoints"], skeleton, source, entry)
             labelled = int(np.count_nonzero(kpts[:, 2]))
+            keypoints.append(kpts)
         count = ann["num_keypoints"]
         if not (type(count) is int and count >= 0 and (count > 0) == (labelled > 0)):
             _check_num_keypoints(count, labelled, protocol, source, entry)  # raises, or CrowdPose's lower count
-        box = boxes_all[i] if boxes_all is not None else check_box(ann["bbox"], source, entry, "bbox")
+        if boxes_all is None:
+            boxes.append(check_box(ann["bbox"], source, entry, "bbox"))
         if "area" in fields:
             if not is_number(ann["area"]):
                 raise AnnotationError(f"{source}: {entry}: field 'area' is {ann['area']!r}, expected a finite number")
@@ -117,9 +132,12 @@ def check_coco_ground_truth(data, source, skeleton: Skeleton, protocol: str = "c
             if min(box_extent(head, xywh=False)) <= 0:
                 raise AnnotationError(f"{source}: {entry}: field 'head_box' has a negative or zero width/height: "
                                       f"{ann['head_box']}")
-        checked.keypoints.append(kpts)
-        checked.boxes.append(box)
-    if not any((k[:, 2] > 0).any() and not a["iscrowd"] for k, a in zip(checked.keypoints, data["annotations"])):
+    k = skeleton.num_keypoints
+    checked = CocoGroundTruth(
+        images, kpts_all if kpts_all is not None else np.array(keypoints, np.float32).reshape(-1, k, 3),
+        boxes_all if boxes_all is not None else np.array(boxes, np.float64).reshape(-1, 4))
+    crowd = np.array([bool(a["iscrowd"]) for a in data["annotations"]], bool)
+    if not ((checked.keypoint_array[:, :, 2] > 0).any(axis=1) & ~crowd).any():
         raise AnnotationError(f"{source}: no annotation has a labelled joint outside a crowd region: nothing to "
                               "train or score (the reference scorer would report AP -1)")
     if bad_area:
@@ -152,10 +170,11 @@ def _numbers_of(entries: list, name: str, size: int) -> np.ndarray | None:
 
 def _check_images(images: list, source, fields: tuple[str, ...]) -> dict:
     by_id: dict = {}
+    required = frozenset(fields)
     for i, image in enumerate(images):
         if not isinstance(image, dict):
             raise AnnotationError(f"{source}: image #{i} is {type(image).__name__}, expected an object")
-        if not all(name in image for name in fields):  # messages are formatted only when one is raised
+        if not image.keys() >= required:  # messages are formatted only when one is raised
             require_fields(image, fields, f"{source}: image {image.get('id', f'#{i}')}: ")
         entry = f"image {image['id']}"
         if not is_id(image["id"]):

@@ -12,7 +12,7 @@ the real COCO fixture's annotations (../shared/data/coco/test_coco.json: keypoin
 image entry of its source image's size, shifted by up to a pixel; every image is a symlink to its fixture JPEG.
 
 Each figure is measured in a fresh child process (peak RSS = the child's VmHWM less its RSS after imports):
-  load_ours        datasets.annotations.load_records (the validator included) + RecordTable, what fit() holds
+  load_ours        datasets.annotations.load_record_table (the validator included): the RecordTable fit() holds
   load_pycocotools pycocotools' COCO() of the same file in the same run: the reference (target: ours <= 1.5x in
                    time and in peak memory)
   first_batch      load + TopDownDataset (the HRNet COCO recipe, LJA on) + DataLoader with --workers forked
@@ -118,14 +118,12 @@ def _uss_mib(pid: int) -> float:
 
 
 def child_load_ours(files: dict) -> dict:
-    from datasets.annotations import RecordTable, load_records
+    from datasets.annotations import load_record_table
     from datasets.skeletons import COCO17
 
     before = _status()["VmRSS"]
     start, cpu = time.perf_counter(), time.process_time()
-    records = load_records(files["train"], files["train_images"], COCO17)
-    table = RecordTable.from_records(records)
-    del records
+    table = load_record_table(files["train"], files["train_images"], COCO17)  # what fit() loads
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"seconds": seconds, "cpu_s": cpu, "peak_mib": _status()["VmHWM"] - before, "held_mib": _status()["VmRSS"] - before,
             "persons": len(table), "table_mib": table.nbytes / 2**20}
@@ -147,7 +145,7 @@ def child_load_pycocotools(files: dict) -> dict:
 def child_first_batch(files: dict, workers: int, epochs: int, batches: int) -> dict:
     import torch
 
-    from datasets.annotations import load_records
+    from datasets.annotations import load_record_table
     from datasets.occlusion import LJAConfig, OcclusionConfig, build_occlusions
     from datasets.skeletons import COCO17
     from datasets.topdown.augment import Augment
@@ -155,7 +153,7 @@ def child_first_batch(files: dict, workers: int, epochs: int, batches: int) -> d
     from datasets.topdown.dataset import TopDownDataset, collate_skip_none
 
     start = time.perf_counter()
-    records = load_records(files["train"], files["train_images"], COCO17)
+    records = load_record_table(files["train"], files["train_images"], COCO17)
     dataset = TopDownDataset(records, COCO17, HeatmapCodec((256, 192)), train=True,
                              augment=Augment(0.35, 45.0, 0.6, flip_p=0.5, half_body_p=0.3),
                              occlusions=build_occlusions(LJAConfig(), OcclusionConfig(), COCO17))
@@ -185,7 +183,7 @@ def child_eval(files: dict) -> dict:
     from datasets.evaluation.scoring import Predictions, coco_results, oks_nms
     from datasets.evaluation.splits import load_eval_split
     from datasets.skeletons import COCO17
-    from datasets.topdown.codec import HeatmapCodec, unflip_heatmaps
+    from datasets.topdown.codec import HeatmapCodec
     from datasets.topdown.dataset import TopDownDataset
     from datasets.topdown.geometry import transform_points
 
@@ -211,7 +209,7 @@ def child_eval(files: dict) -> dict:
     for lo in range(0, n, batch):
         m = min(batch, n - lo)
         t0 = clock()
-        averaged = 0.5 * (heatmaps[:m] + unflip_heatmaps(flipped[:m], COCO17.flip_index, codec.stride))
+        averaged = codec.flip_average(heatmaps[:m], flipped[:m], COCO17.flip_index)
         t1 = clock()
         xy, score = codec.decode(averaged)
         t2 = clock()
