@@ -164,6 +164,9 @@ def build_report(args) -> dict:
             print(f"report.py: warning: {model_error}", file=sys.stderr)
     tables = all_tables(search, baseline)
     figures = all_figures(search, study, study_note, out / "figures")
+    if search.parent_params.get("scheduler") in ("pbt", "pb2"):  # learned λ(t) and occlusion strength
+        from dashboards.schedules import learned_schedules
+        figures.append(learned_schedules(client, search, out / "figures"))
     page = render_html(search, tables, figures, model, out)
     summary = {
         "experiment": search.experiment, "parent_run_id": search.parent_run_id, "metric": search.metric,
