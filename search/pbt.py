@@ -194,9 +194,9 @@ class PopulationRecorder(tune.Callback):
             log.warning("trial %s: its end is not in the Optuna study yet (%s)", trial.trial_id, str(err)[:200])
 
 
-def setup(args, base) -> tuple:
-    """(searcher, scheduler, extra Tune callbacks, extra tune.RunConfig settings) of a population search from the
-    base trial config `base` (FIXED already applied)."""
+def setup(args, base, callbacks: list) -> tuple:
+    """(searcher, scheduler, extra tune.RunConfig settings) of a population search from the base trial config
+    `base` (FIXED already applied); its Tune callback is appended to `callbacks`."""
     from search.spaces import SPACES
 
     configs, study_ids = initial_population(args, SPACES[args.space].paper_points, base.optim.lr)
@@ -204,8 +204,8 @@ def setup(args, base) -> tuple:
     # PBT warns below 3 checkpoints kept: a donor's must outlive the exploit that copies it. A trial's last epoch
     # ends it before the scheduler sees it: an exploit then would restart the trial with nothing left to train.
     run_settings = {"checkpoint_config": tune.CheckpointConfig(num_to_keep=3), "stop": {"epoch": args.epochs}}
-    return (searcher, make_scheduler(args, base.optim.lr),
-            [PopulationRecorder(args.experiment, args.optuna_storage, args.metric)], run_settings)
+    callbacks.append(PopulationRecorder(args.experiment, args.optuna_storage, args.metric))
+    return searcher, make_scheduler(args, base.optim.lr), run_settings
 
 
 def config_problems(where: str, runs: dict, studies: dict) -> list[str]:

@@ -84,7 +84,6 @@ def make_trial_driver(experiment_storage: str, metric: str, population: bool = F
 
     def trainer_settings(config: dict, name: str, callbacks: list) -> dict:
         import ray.train
-
         gpus = float(config["runtime.gpus_per_worker"])
         resources = {"CPU": float(config["runtime.cpus_per_worker"]), **({"GPU": gpus} if gpus else {})}
         return dict(
@@ -109,9 +108,8 @@ def make_trial_driver(experiment_storage: str, metric: str, population: bool = F
         from trainables.train_loop import ray_train_loop
 
         # A stable name per trial: a restarted trial finds its Train run and resumes its checkpoint.
-        name = tune.get_context().get_trial_id()
-        TorchTrainer(ray_train_loop, train_loop_config=config,
-                     **trainer_settings(config, name, [TuneReportCallback()])).fit()
+        TorchTrainer(ray_train_loop, train_loop_config=config, **trainer_settings(
+            config, tune.get_context().get_trial_id(), [TuneReportCallback()])).fit()
 
     return run_trial
 
@@ -228,8 +226,7 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
         tuner = tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
         if population:  # Optuna samples the initial population; PBT/PB2 perturb it (search/pbt.py)
-            searcher, scheduler, extra, run_settings = pbt.setup(args, base)
-            callbacks += extra
+            searcher, scheduler, run_settings = pbt.setup(args, base, callbacks)
         else:
             searcher, scheduler, run_settings = make_searcher(args, SPACES[args.space]), make_scheduler(args), {}
         tuner = tune.Tuner(
