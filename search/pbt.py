@@ -210,8 +210,10 @@ def setup(args, base, callbacks: list) -> tuple:
 
 def config_problems(where: str, runs: dict, studies: dict) -> list[str]:
     """The books' rule for a population search (search/consistency.py runs it): a member's study trial params and
-    its MLflow run's params are its *initial* config, the same numbers; Tune's config is its *final* one, which for
-    each perturbed key equals the last `hparam/<key>` its run logged (the initial value if it trained no epoch).
+    its MLflow run's params are its *initial* config, the same numbers; Tune's config of its last result is its
+    *final* one, which for each perturbed key equals the last `hparam/<key>` its run logged (the initial value if
+    it trained no epoch). (A trial exploited just before the time budget stopped it holds a config it never trained
+    with: its last result's config is the one compared.)
     `runs` / `studies`: {Tune trial id: its MLflow runs / study trials}. One line per value that breaks the rule;
     trials missing from a book, or in it twice, are the state check's to report."""
     import math
@@ -227,13 +229,14 @@ def config_problems(where: str, runs: dict, studies: dict) -> list[str]:
         if len(trial_runs) != 1 or len(members) != 1:
             continue
         params, metrics, initial = trial_runs[0].data.params, trial_runs[0].data.metrics, members[0].params
+        config = (trial.last_result or {}).get("config") or trial.config
         for key, value in sorted(initial.items()):
             if differ(value, params.get(key)):
                 problems.append(f"{trial.trial_id}: initial {key}: Optuna {value} | MLflow {params.get(key)}")
         for key in PERTURBED:
             final = metrics.get(HPARAM_PREFIX + key, initial.get(key))
-            if key in trial.config and differ(trial.config[key], final):
-                problems.append(f"{trial.trial_id}: final {key}: Tune {trial.config[key]} | MLflow last "
+            if key in config and differ(config[key], final):
+                problems.append(f"{trial.trial_id}: final {key}: Tune {config[key]} | MLflow last "
                                 f"{HPARAM_PREFIX + key} {final}")
     return problems
 
