@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from ray import tune
 from ray.train.v2.api.callback import UserCallback
+from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.schedulers.pb2 import PB2
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from search.masking import mask_uri
@@ -86,19 +88,41 @@ class Clip:
         return config
 
 
+class _NeverStalls:
+    """Synchronous PBT waits at each perturbation epoch for every live member; a member that a trial's last epoch
+    ended (the stop criterion, which Tune applies before the scheduler) or that a `--resume` restarted behind
+    can leave the others paused at that epoch with nobody running to complete it. Then the paused member furthest
+    behind runs on (Tune's own choice returns None there and the search would wait for ever)."""
+
+    def choose_trial_to_run(self, tune_controller):
+        from ray.tune.experiment import Trial
+
+        chosen = super().choose_trial_to_run(tune_controller)
+        trials = tune_controller.get_trials()
+        if chosen is None and not any(t.status == Trial.RUNNING for t in trials):
+            waiting = [t for t in trials if t.status in (Trial.PAUSED, Trial.PENDING) and t in self._trial_state]
+            chosen = min(waiting, key=lambda t: self._trial_state[t].last_train_time, default=None)
+        return chosen
+
+
+class SynchPBT(_NeverStalls, PopulationBasedTraining):
+    """Tune's PopulationBasedTraining that never stalls (pickled into the experiment: this import path stays)."""
+
+
+class SynchPB2(_NeverStalls, PB2):
+    """Tune's PB2 that never stalls (pickled into the experiment: this import path stays)."""
+
+
 def make_scheduler(args, base_lr: float):
     """Tune's PopulationBasedTraining (`pbt`) or PB2 (`pb2`) over PERTURBED, synchronous, on `args.metric`."""
-    from ray.tune.schedulers import PopulationBasedTraining
-    from ray.tune.schedulers.pb2 import PB2
-
     ranges = bounds(base_lr)
     common = dict(time_attr="epoch", metric=args.metric, mode="max", perturbation_interval=args.perturbation_interval,
                   quantile_fraction=0.25, synch=True,
                   custom_explore_fn=Clip(tuple((k, lo, hi) for k, (lo, hi, _) in ranges.items())))
     if args.scheduler == "pb2":
-        return PB2(hyperparam_bounds={k: [lo, hi] for k, (lo, hi, _) in ranges.items()}, **common)
+        return SynchPB2(hyperparam_bounds={k: [lo, hi] for k, (lo, hi, _) in ranges.items()}, **common)
     mutations = {k: tune.loguniform(lo, hi) if log else tune.uniform(lo, hi) for k, (lo, hi, log) in ranges.items()}
-    return PopulationBasedTraining(hyperparam_mutations=mutations, resample_probability=0.25, **common)
+    return SynchPBT(hyperparam_mutations=mutations, resample_probability=0.25, **common)
 
 
 def anchor(point: dict, base_lr: float, ranges: dict) -> dict:
