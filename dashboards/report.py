@@ -166,6 +166,9 @@ def build_report(args) -> dict:
     tables = all_tables(search, baseline)
     figures = all_figures(search, study, study_note, out / "figures")
     figures.append(cost_figure(search, cost_points(search, trial_costs(client, search)), out / "figures"))
+    if search.parent_params.get("scheduler") in ("pbt", "pb2"):  # learned λ(t) and occlusion strength
+        from dashboards.schedules import learned_schedules
+        figures.append(learned_schedules(client, search, out / "figures"))
     page = render_html(search, tables, figures, model, out)
     summary = {
         "experiment": search.experiment, "parent_run_id": search.parent_run_id, "metric": search.metric,

@@ -109,8 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--searcher", default="tpe", choices=["tpe", "random", "grid"],
                    help="Optuna sampler; grid walks the papers' own grids (e.g. the LJA quantity x size table), "
                    "its size being the default --num-samples")
-    p.add_argument("--scheduler", default="asha", choices=["asha", "hyperband", "fifo"],
-                   help="early stopping of weak trials on --metric (fifo: none)")
+    p.add_argument("--scheduler", default="asha", choices=["asha", "hyperband", "fifo", "pbt", "pb2"],
+                   help="early stopping of weak trials on --metric (fifo: none); pbt / pb2: population-based "
+                   "training of --num-samples trials (--space lja; README 'Population-based training')")
+    p.add_argument("--perturbation-interval", type=positive_int, help="pbt / pb2: epochs between exploits "
+                   "(default a third of --epochs, at least 1)")
     p.add_argument("--multi-objective", action="store_true",
                    help="optimise clean and occluded AP together (Optuna's Pareto front, printed at the end)")
     p.add_argument("--optuna-storage", help="Optuna study storage URL (default: optuna.db beside a sqlite MLflow "
@@ -164,6 +167,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, flag) is None:
             setattr(args, flag, getattr(budget, flag))
     args.grace_period = min(args.grace_period, args.epochs)
+    if args.scheduler in ("pbt", "pb2"):
+        if args.space != "lja" or args.searcher == "grid" or args.multi_objective:
+            parser.error(f"--scheduler {args.scheduler} perturbs the lja space's λ, LJA and learning rate: it needs "
+                         "--space lja, --searcher tpe or random (the initial population) and one objective")
+        args.perturbation_interval = args.perturbation_interval or max(1, args.epochs // 3)
+    elif args.perturbation_interval:
+        parser.error("--perturbation-interval applies to --scheduler pbt or pb2")
     args.budget = budget
     if args.dataset == "synthetic":
         for flag in ("data_root", "train_root", "det_file"):

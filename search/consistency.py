@@ -7,7 +7,9 @@ Each book's record of a trial is brought to one of: `finished` with the searched
 trial reported none: Optuna PRUNED), `failed`, or `unfinished` (Tune running/pending/paused, Optuna running, MLflow
 running or KILLED: an interrupted search). A trial the time budget stopped is still running in Tune's state and
 finished in MLflow (tag `stopped_by`) and Optuna: it counts as finished with Tune's last result. A trial Tune never
-started has no MLflow run and counts as finished without a value.
+started has no MLflow run and counts as finished without a value. Under `--scheduler pbt`/`pb2` a trial's config
+changes as it trains: Optuna and MLflow hold its initial config, Tune its final one, which must be the last values
+MLflow logged (search/pbt.py `config_problems`).
 """
 from __future__ import annotations
 
@@ -112,6 +114,10 @@ def check(experiment: str, storage_path: str, uri: str | None = None) -> tuple[i
         except MaskedSecret as err:
             problems.append(f"cannot read the Optuna study: {err}")
 
+    if settings.get("scheduler") in ("pbt", "pb2"):  # a member's config changes: search/pbt.py's rule
+        from search.pbt import config_problems
+
+        problems += config_problems(where, runs, studies)
     for trial_id in sorted(set(tune) | set(runs) | {k for k in studies if k}):
         status, last = tune.get(trial_id, (None, {}))
         trial_runs = runs.get(trial_id, [])

@@ -26,7 +26,7 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives every head node this 
 RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_period", "smoke", "seed", "metric",
                     "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "gpu_augment", "max_concurrent",
                     "dataset", "data_root", "train_root", "det_file", "model", "searcher", "scheduler",
-                    "multi_objective", "optuna_storage", "clean_metric", "recipe")
+                    "multi_objective", "optuna_storage", "clean_metric", "recipe", "perturbation_interval")
 PATH_SETTINGS = ("data_root", "train_root", "det_file")  # the same file however it is spelled
 MASKED_SETTINGS = ("optuna_storage",)  # stored with their credentials masked (search/masking.py)
 
@@ -77,42 +77,39 @@ def search_finished(tracker) -> bool:
     return parent is not None and tracker.client.get_run(parent).info.status == "FINISHED"
 
 
-def make_trial_driver(experiment_storage: str, metric: str):
-    """The Tune function trainable: one Ray Train run (TorchTrainer) per trial, reporting back to Tune."""
+def make_trial_driver(experiment_storage: str, metric: str, population: bool = False):
+    """The Tune function trainable: one Ray Train run (TorchTrainer) per trial, reporting back to Tune (for
+    `--scheduler pbt`/`pb2`, search/pbt.py's: it hands Tune each epoch's checkpoint too)."""
     storage = train_storage(experiment_storage)
 
-    def run_trial(config: dict) -> None:
+    def trainer_settings(config: dict, name: str, callbacks: list) -> dict:
         import ray.train
+        gpus = float(config["runtime.gpus_per_worker"])
+        resources = {"CPU": float(config["runtime.cpus_per_worker"]), **({"GPU": gpus} if gpus else {})}
+        return dict(
+            scaling_config=ray.train.ScalingConfig(num_workers=int(config["runtime.workers"]), use_gpu=gpus > 0,
+                                                   resources_per_worker=resources),
+            # Outside Tune's own experiment directory, which Tune re-syncs from its staging copy on restore.
+            run_config=ray.train.RunConfig(
+                name=name, storage_path=storage, callbacks=callbacks,
+                failure_config=ray.train.FailureConfig(max_failures=2),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
+                                                             checkpoint_score_order="max")))
+
+    if population:
+        from search.pbt import make_trial_driver as population_driver
+        return population_driver(trainer_settings)
+
+    def run_trial(config: dict) -> None:
         from ray import tune
         from ray.train.torch import TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from trainables.train_loop import ray_train_loop
 
-        runtime_workers = int(config["runtime.workers"])
-        gpus = float(config["runtime.gpus_per_worker"])
-        resources = {"CPU": float(config["runtime.cpus_per_worker"])}
-        if gpus:
-            resources["GPU"] = gpus
-        trainer = TorchTrainer(
-            ray_train_loop,
-            train_loop_config=config,
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=runtime_workers, use_gpu=gpus > 0, resources_per_worker=resources
-            ),
-            run_config=ray.train.RunConfig(
-                # A stable name per trial: a restarted trial finds its Train run and resumes its checkpoint.
-                name=tune.get_context().get_trial_id(),
-                # Outside Tune's own experiment directory, which Tune re-syncs from its staging copy on restore.
-                storage_path=storage,
-                callbacks=[TuneReportCallback()],
-                checkpoint_config=ray.train.CheckpointConfig(
-                    num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order="max"
-                ),
-                failure_config=ray.train.FailureConfig(max_failures=2),
-            ),
-        )
-        trainer.fit()
+        # A stable name per trial: a restarted trial finds its Train run and resumes its checkpoint.
+        TorchTrainer(ray_train_loop, train_loop_config=config, **trainer_settings(
+            config, tune.get_context().get_trial_id(), [TuneReportCallback()])).fit()
 
     return run_trial
 
@@ -175,8 +172,11 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
     from search.console import current, forward_worker_warnings
     from search.progress import board_for
     from search.tracking import MLflowTrialCallback, ProgressPrinter, git_commit
+    from search import pbt
 
     console = current()
+    population = pbt.is_population(args.scheduler)
+    base = base.replace(**pbt.FIXED) if population else base  # λ constant between exploits: PBT learns λ(t)
     base_flat = base.flat()
     resuming = tracker.parent_run_id is not None
     parent = tracker.start_parent(
@@ -213,7 +213,8 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
     # The trial driver only waits on its TorchTrainer: it reserves memory, not a CPU the workers need. It runs on the
     # head node: Ray Train's placement-group cleaner reads the dashboard's state API, which a cluster serves on the
     # head's 127.0.0.1 only (cluster.yaml), and the run registry beside the experiment lives there too.
-    trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric), tune.PlacementGroupFactory(
+    driver = make_trial_driver(experiment_dir, args.metric, population)
+    trainable = tune.with_resources(driver, tune.PlacementGroupFactory(
         [{"CPU": 0, "memory": DRIVER_MEMORY_BYTES, HEAD_NODE_RESOURCE: 0.001}]))
     callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter()]
     if args.resume:
@@ -224,7 +225,10 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
         # lacking a field takes its default (TrialConfig.from_flat).
         tuner = tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        searcher, scheduler = make_searcher(args, SPACES[args.space]), make_scheduler(args)
+        if population:  # Optuna samples the initial population; PBT/PB2 perturb it (search/pbt.py)
+            searcher, scheduler, run_settings = pbt.setup(args, base, callbacks)
+        else:
+            searcher, scheduler, run_settings = make_searcher(args, SPACES[args.space]), make_scheduler(args), {}
         tuner = tune.Tuner(
             trainable,
             param_space=base_flat,
@@ -235,7 +239,7 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
                                         trial_dirname_creator=short_trial_name),
             # Ray's own status tables (verbose=1) land in the search's log unless --verbose (search/console.py).
             run_config=tune.RunConfig(name=args.experiment, storage_path=args.storage_path, callbacks=callbacks,
-                                      failure_config=tune.FailureConfig(max_failures=2), verbose=1),
+                                      failure_config=tune.FailureConfig(max_failures=2), verbose=1, **run_settings),
         )
     budget_note = f", {args.time_budget_min:g} min budget" if args.time_budget_min else ""
     console.line(f"experiment {args.experiment}: {args.num_samples} trials x <= {args.epochs} epochs{budget_note}, "

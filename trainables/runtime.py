@@ -13,9 +13,31 @@ from pathlib import Path
 import torch
 
 from datasets.atomic import move_file, write_json
-from trainables.checkpoint import STATE_FILE, CheckpointNotWritten, has_state, saved_epochs
+from trainables.checkpoint import CONFIG_FILE, STATE_FILE, CheckpointNotWritten, has_state, saved_epochs
 
 log = logging.getLogger(__name__)
+# The train loop config's key (not a TrialConfig setting) of the checkpoint a new Train run starts from: a PBT
+# trial's own or its donor's, given by the trial driver (search/pbt.py).
+START_FROM_KEY = "_start_from"
+
+
+def apply_config_lr(optimizer, lr_scheduler, restored: Path, lr: float) -> float:
+    """Make the config's learning rate `lr` win over the one restored from the checkpoint in `restored` (PBT
+    continues a donor's optimiser with a perturbed rate): every param group's rate, its `initial_lr` and the
+    scheduler's base rates are scaled by lr / the checkpoint's `optim.lr`; the scheduler keeps its epoch count, so
+    its decays already taken stay applied. Returns that factor (1.0: same rate, or a checkpoint without a config)."""
+    path = Path(restored) / CONFIG_FILE
+    saved = json.loads(path.read_text()).get("optim.lr") if path.is_file() else None
+    if not saved or float(saved) == lr:
+        return 1.0
+    factor = lr / float(saved)
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    lr_scheduler.base_lrs = [base * factor for base in lr_scheduler.base_lrs]
+    lr_scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+    return factor
 
 
 def enabled(setting: str, device: torch.device) -> bool:
@@ -100,14 +122,16 @@ class LocalReporter:
 
 
 class RayReporter:
-    """The Ray Train worker's context (ray.train's context, device, prepare_model, checkpoint and report)."""
+    """The Ray Train worker's context (ray.train's context, device, prepare_model, checkpoint and report).
+    `start_from`: the checkpoint (ray.train.Checkpoint) a new Train run starts from when it has none of its own."""
 
-    def __init__(self):
+    def __init__(self, start_from=None):
         import ray.train
 
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self._checkpoint_dir = None
+        self._start_from = start_from
 
     def device(self) -> torch.device:
         import ray.train.torch
@@ -122,7 +146,7 @@ class RayReporter:
     def restore(self) -> Path | None:
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
+        checkpoint = ray.train.get_checkpoint() or self._start_from  # the run's own first (a worker restart)
         if checkpoint is None:
             return None
         # Copy out: the checkpoint may live in remote storage (s3://, NFS).

@@ -29,7 +29,7 @@ from trainables.engine import evaluate, train_one_epoch
 from trainables.hardware import peak_flops
 from trainables.loaders import train_loader
 from trainables.profiling import ProfileWindow
-from trainables.runtime import enabled, unwrap
+from trainables.runtime import apply_config_lr, enabled, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def fit(cfg: TrialConfig, reporter, profile_dir: Path | None = None) -> None:
     restored = reporter.restore()
     if restored is not None:
         start_epoch, restored_metrics = checkpoint.restore(restored, unwrap(model), optimizer, lr_scheduler, device)
+        apply_config_lr(optimizer, lr_scheduler, restored, cfg.optim.lr)  # PBT: a perturbed rate over the donor's
         log.info("restored from %s, continuing at epoch %d", restored, start_epoch)
         # Report the restored epoch once more: if the previous run died between saving this checkpoint and
         # its metrics reaching the tracker, they arrive now (the tracker drops epochs it already has).

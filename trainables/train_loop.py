@@ -10,7 +10,9 @@ from __future__ import annotations
 def ray_train_loop(config: dict) -> None:
     """config is the flat TrialConfig."""
     from trainables.config import TrialConfig
-    from trainables.runtime import RayReporter
+    from trainables.runtime import START_FROM_KEY, RayReporter
     from trainables.train import fit
 
-    fit(TrialConfig.from_flat(config), RayReporter())
+    config = dict(config)
+    start_from = config.pop(START_FROM_KEY, None)  # a PBT trial's checkpoint to start from (search/pbt.py)
+    fit(TrialConfig.from_flat(config), RayReporter(start_from))
