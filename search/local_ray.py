@@ -65,9 +65,11 @@ def own_state_api(port: int) -> None:
 def init_kwargs() -> dict:
     """`ray.init(**init_kwargs())` for a search without --address: loopback only, the dashboard (whose state API
     Ray Train's placement-group cleaner polls) on 127.0.0.1, on a port of its own that this search's Ray processes
-    are told (two local searches on one machine each keep to their own Ray)."""
+    are told (two local searches on one machine each keep to their own Ray, whatever RAY_ADDRESS says)."""
     loopback_only()
     private_token()
     port = free_port()
     own_state_api(port)
-    return {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+    # "local": a Ray of its own even where RAY_ADDRESS or /tmp/ray/ray_current_cluster (written by `ray start` and
+    # by ray.cluster_utils) names another one; without it ray.init() joins that instance, another search's included.
+    return {"address": "local", "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}

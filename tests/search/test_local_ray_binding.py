@@ -30,9 +30,11 @@ ray.shutdown()
 
 @pytest.mark.e2e
 def test_local_ray_listens_on_loopback_only(tmp_path):
+    """...and starts a Ray of its own: RAY_ADDRESS naming another instance (here one that does not exist; as a
+    `ray start` head's /tmp/ray/ray_current_cluster would) does not make a search join it."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HOME": str(tmp_path)}  # a fresh ~/.ray/auth_token
     env.pop("RAY_AUTH_MODE", None)
-    env.pop("RAY_ADDRESS", None)
+    env["RAY_ADDRESS"] = "127.0.0.1:1"
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
