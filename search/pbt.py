@@ -8,8 +8,7 @@ all members at the same epoch) the lower quarter copies the weights, optimiser a
 the upper quarter (exploit) and continues with that member's hyperparameters perturbed (explore: x1.2 / x0.8 or a
 resample for PBT, a GP-bandit's choice for PB2), clipped to the lja space's own ranges. Perturbed: the DSL weight
 λ (`loss.lambda_max`, with `loss.schedule` fixed to `constant`, so λ(t) is the piecewise-constant schedule the
-population learns), LJA's `lja.quantity_ratio`, `lja.size_ratio`, `lja.p`, and the learning rate `optim.lr` (the
-recipe's x0.1 steps still apply on top).
+population learns), LJA's `lja.quantity_ratio`, `lja.size_ratio`, `lja.p`, and `optim.lr` (x0.1 steps on top).
 
 The books: Tune refuses a searcher (Optuna's included) beside PBT, so Optuna samples the *initial population* -
 the paper's LJA point and any warm-start points first, then the sampler's draws - and `PopulationSearch` (a
@@ -22,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from dataclasses import dataclass
 
 from ray import tune
@@ -229,6 +229,8 @@ def setup(args, base, callbacks: list) -> tuple:
     # ends it before the scheduler sees it: an exploit then would restart the trial with nothing left to train.
     run_settings = {"checkpoint_config": tune.CheckpointConfig(num_to_keep=3), "stop": {"epoch": args.epochs}}
     callbacks.append(PopulationRecorder(args.experiment, args.optuna_storage, args.metric))
+    # Tune's advice to reuse actors suits class trainables: the driver's Train run restarts at an exploit anyway
+    warnings.filterwarnings("ignore", message="Consider boosting PBT performance", category=UserWarning)
     return searcher, make_scheduler(args, base.optim.lr), run_settings
 
 
@@ -298,7 +300,6 @@ def make_trial_driver(trainer_settings):
     learning rate to the restored optimiser, and λ and LJA are built from it."""
 
     def run_trial(config: dict) -> None:
-        import ray.train
         from ray.train.torch import TorchTrainer
         from ray.util.queue import Queue
 

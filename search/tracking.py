@@ -26,9 +26,9 @@ from search.stores import BEST_CHECKPOINT, CHECKPOINT_FILES, artifact_location, 
 
 LOGGED_EXTRA_METRICS = ("epoch_time_s",)
 STEP_MARKER_METRIC = "epoch_time_s"  # logged with every epoch; its history says which epochs a run has
-# A trial's cumulative cost counters are `cost/<counter>` (trainables/cost.py); the parent run's totals have their
-# own names, as the parent also carries the best trial's metrics under theirs (search/status.py record_on_parent).
-COST_PREFIX, TOTAL_PREFIX = "cost/", "total/"
+# A trial's cost counters: `cost/<counter>` (cumulative), `cost/epoch/<counter>`; the parent's totals have their own
+# names, as the parent also carries the best trial's metrics under theirs (search/status.py record_on_parent).
+COST_PREFIX, COST_EPOCH_PREFIX, TOTAL_PREFIX = "cost/", "cost/epoch/", "total/"
 ROLE_TAG = "occpose.role"  # "parent" or "trial": how a resume finds runs the registry never heard of
 
 
@@ -120,15 +120,15 @@ class SearchTracker:
             self.client.set_terminated(self.parent_run_id, status=status)
 
     def cost_totals(self) -> dict[str, float]:
-        """The search's cost, `total/cost/<counter>`: each cumulative `cost/<counter>` a trial logs
-        (trainables/cost.py: device-seconds, images, FLOPs) summed over the trials' runs, each run's final value
-        (the last epoch it reported: a trial stopped by the scheduler counts what it ran, a resumed one its
-        checkpoint's counters continued; one that reported no epoch, nothing); `total/cost/trials`: the runs."""
+        """`total/cost/<counter>`: every epoch's `cost/epoch/<counter>` (trainables/cost.py) summed over the trials'
+        runs, each epoch once (`_apply`): each trial's final `cost/<counter>`, except that a PBT member's carries its
+        donor's history too (its model's cost), counted here once, by the donor. `total/cost/trials`: the runs."""
         totals, runs = {}, self.registry.read()["trials"].values()
         for run_id in runs:
-            for key, value in self.client.get_run(run_id).data.metrics.items():
-                if key.startswith(COST_PREFIX) and key.count("/") == 1:  # not the per-epoch cost/epoch/...
-                    totals[TOTAL_PREFIX + key] = totals.get(TOTAL_PREFIX + key, 0.0) + value
+            for key in [k for k in self.client.get_run(run_id).data.metrics if k.startswith(COST_EPOCH_PREFIX)]:
+                total = TOTAL_PREFIX + COST_PREFIX + key.removeprefix(COST_EPOCH_PREFIX)
+                history = self.client.get_metric_history(run_id, key)
+                totals[total] = totals.get(total, 0.0) + sum(m.value for m in history)
         return {**dict(sorted(totals.items())), f"{TOTAL_PREFIX}{COST_PREFIX}trials": float(len(runs))}
 
     def log_cost_totals(self) -> None:

@@ -22,10 +22,10 @@ totals the trials' final values (search/tracking.py) and the report plots the me
 Each counter is logged cumulatively (`cost/<counter>`) and for the epoch alone (`cost/epoch/<counter>`). The
 cumulative values are part of the epoch's metrics, which the checkpoint keeps (trainables/checkpoint.py's
 metrics.json), so a killed and resumed trial continues from its checkpoint's values: nothing counted twice, and
-the work done after the last checkpoint - lost with the kill - not counted at all. The final cumulative values of
-a trial are therefore its cost, and the sum over trials the search's. (A trial started from another trial's
-checkpoint - a PBT exploit - would continue that trial's counters and count its past twice in the sum: such a
-start must call `resume(None)`, or subtract the source's values, to keep the sum exact.)
+the work done after the last checkpoint - lost with the kill - not counted at all. A PBT member that exploits
+another's checkpoint continues that member's counters: its cumulative values are its *model's* cost, lineage
+included. The search's cost therefore sums the per-epoch values, each epoch once, by the trial that ran it
+(search/tracking.py `cost_totals`); without exploits that equals the sum of the trials' final values.
 """
 from __future__ import annotations
 

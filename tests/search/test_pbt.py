@@ -12,8 +12,9 @@ import torch
 
 from conftest import wait_for_line
 from search import pbt
+from search.tracking import ROLE_TAG
 from search.spaces import SPACES
-from trainables import checkpoint
+from trainables import checkpoint, cost
 from trainables.config import TrialConfig
 from trainables.runtime import apply_config_lr
 
@@ -161,6 +162,14 @@ def test_pbt_smoke_search_exploits_records_its_schedule_and_resumes_after_ctrl_c
             decays = sum(m < step for m in milestones)  # x0.1 steps taken before this epoch
             assert math.isclose(history(run, "train/lr")[step], after["optim.lr"] * 0.1 ** decays, rel_tol=1e-6)
     assert exploits >= 1
+    # The search's cost counts each epoch once, by the member that ran it: an exploiting member's cumulative
+    # counters continue its donor's (its model's cost), so the parent sums the per-epoch values, not the finals.
+    parent, = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get(ROLE_TAG) == "parent"]
+    for counter in cost.COUNTERS:
+        ran = [history(run, cost.metric(counter, epoch=True)) for run in runs]
+        assert all(sorted(epochs) == [1, 2, 3] for epochs in ran)
+        assert parent.data.metrics["total/" + cost.metric(counter)] == pytest.approx(sum(map(sum, (
+            e.values() for e in ran))), rel=1e-9), counter
     study = optuna.load_study(study_name="pop", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
     assert all(set(t.user_attrs[pbt.FINAL_ATTR]) == set(pbt.PERTURBED) for t in study.trials)
