@@ -230,8 +230,10 @@ def inference_parameters(model: nn.Module) -> int:
 def describe(name: str, num_keypoints: int = 17) -> dict:
     """{"params_m" (inference_parameters), "train_params_m" (every trained parameter), "gflops" (multiply-adds of
     one inference forward pass, in 1e9), "input": [h, w], "stride": input pixels per heatmap cell} at the default
-    input (`default_input`)."""
-    model = create_model(name, num_keypoints)
+    input (`default_input`). The model is built on torch's meta device: shapes without storage, initialisation or
+    arithmetic, so that the whole zoo is described in seconds (FlopCounterMode counts by shape)."""
+    with torch.device("meta"):
+        model = create_model(name, num_keypoints)
     input_hw = default_input(name)
     return {"params_m": round(inference_parameters(model) / 1e6, 3),
             "train_params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
@@ -240,14 +242,15 @@ def describe(name: str, num_keypoints: int = 17) -> dict:
 
 
 def count_flops(model: nn.Module, input_hw: tuple[int, int]) -> int:
-    """FLOPs (2 x multiply-adds) of one forward pass of one image, counted by torch's own FlopCounterMode."""
+    """FLOPs (2 x multiply-adds) of one forward pass of one image, counted by torch's own FlopCounterMode on the
+    model's own device (the meta device counts without computing)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, *input_hw))
+        model(torch.zeros(1, 3, *input_hw, device=next(model.parameters()).device))
     model.train(was_training)
     return counter.get_total_flops()
 
