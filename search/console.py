@@ -7,7 +7,7 @@ and Python output alike. The console keeps a duplicate of the original stdout: t
 progress (search/progress.py) and the summary (search/status.py) are written to it. Warnings and errors still reach
 the console, once each, in one plain line: Python logging records of level WARNING and up, `warnings.warn`, and
 worker lines that carry a WARNING/ERROR level or a traceback (`forward_worker_warnings`, on Ray's own dispatcher of
-worker output). `--verbose` keeps Ray's output on the console as before.
+worker output). `--verbose` keeps Ray's output on the console, and in the log as well.
 
 Ray's own knobs do not give this: `RunConfig(verbose=0)` silences Tune's tables but not the Train controller's and
 workers' lines; `ray.init(log_to_driver=False)` drops worker lines from the driver altogether (they stay only in
