@@ -94,9 +94,24 @@ def output_dir(text: str) -> Path:
     return path
 
 
+def input_file_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as an input file, or None: missing, a directory, or unreadable by this process.
+    Every command's file inputs are checked here, so that each says the same thing."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path}: is a directory, not a file"
+    if not path.is_file():
+        return f"{path}: no such file"
+    if not os.access(path, os.R_OK):
+        return f"{path}: not readable"
+    return None
+
+
 def existing_dir(text: str) -> Path:
     """A directory that exists (an input: a dataset root, an image directory)."""
     path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: is a file, not a directory")
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{path}: no such directory")
     return path

@@ -7,7 +7,7 @@ and Python output alike. The console keeps a duplicate of the original stdout: t
 progress (search/progress.py) and the summary (search/status.py) are written to it. Warnings and errors still reach
 the console, once each, in one plain line: Python logging records of level WARNING and up, `warnings.warn`, and
 worker lines that carry a WARNING/ERROR level or a traceback (`forward_worker_warnings`, on Ray's own dispatcher of
-worker output). `--verbose` keeps Ray's output on the console as before.
+worker output). `--verbose` keeps Ray's output on the console, and in the log as well.
 
 Ray's own knobs do not give this: `RunConfig(verbose=0)` silences Tune's tables but not the Train controller's and
 workers' lines; `ray.init(log_to_driver=False)` drops worker lines from the driver altogether (they stay only in
@@ -193,18 +193,76 @@ def forward_worker_warnings() -> None:
     dispatcher.add_handler("occpose_console", _on_worker_output)
 
 
+def _copy_out(source: int, targets: list, lock: threading.Lock) -> None:
+    """Copy what arrives on the pipe `source` to each of `targets` (a descriptor, or the shared log file) until every
+    writer has closed it."""
+    with contextlib.suppress(OSError):
+        while data := os.read(source, 1 << 16):
+            with lock:
+                for target in targets:
+                    if isinstance(target, int):
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(target, view):]
+                    else:
+                        target.write(data)
+    os.close(source)
+    for target in targets:
+        if isinstance(target, int):
+            os.close(target)
+
+
+@contextlib.contextmanager
+def _tee_descriptors(log_path: Path):
+    """Within the block, what is written to file descriptors 1 and 2 (by this process and the processes it starts:
+    Ray's C++ and worker output too) still reaches where it did and is appended to `log_path` as well: each
+    descriptor is pointed at a pipe that a thread copies to both. Ray is shut down at the end (its processes hold
+    the pipes), and the copies are given a few seconds to drain."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    log, lock = open(log_path, "ab", buffering=0), threading.Lock()
+    saved, copiers = {fd: os.dup(fd) for fd in (1, 2)}, []
+    for fd in (1, 2):
+        read, write = os.pipe()
+        copiers.append(threading.Thread(target=_copy_out, args=(read, [os.dup(saved[fd]), log], lock), daemon=True))
+        copiers[-1].start()
+        os.dup2(write, fd)
+        os.close(write)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        for copier in copiers:
+            copier.join(timeout=10)
+        if not any(copier.is_alive() for copier in copiers):
+            log.close()
+
+
 @contextlib.contextmanager
 def quiet_console(log_path: Path, verbose: bool = False, json_out: bool = False):
     """Yield the search's Console. Unless `verbose`, the process's stdout and stderr (file descriptors 1 and 2, so
     Ray's C++ and child output too) go to `log_path` (appended: a resumed search adds to it) until the block ends;
     an exception escaping the block is logged in full there and said in one line on the console. With `json_out`
-    the person's lines go to stderr and stdout carries only what `Console.raw` writes (the summary JSON)."""
+    the person's lines go to stderr and stdout carries only what `Console.raw` writes (the summary JSON). With
+    `verbose` everything stays on the console and is copied to `log_path` as well (`_tee_descriptors`)."""
     log_path = Path(log_path)
     if verbose:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         console = Console(sys.stderr, data=sys.stdout) if json_out else Console(sys.stdout)
         set_current(console)
         try:
-            yield console
+            with _tee_descriptors(log_path):
+                console.line(f"log: {log_path} (Ray's output, shown here too)")
+                yield console
         finally:
             set_current(None)
         return

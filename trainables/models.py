@@ -230,8 +230,10 @@ def inference_parameters(model: nn.Module) -> int:
 def describe(name: str, num_keypoints: int = 17) -> dict:
     """{"params_m" (inference_parameters), "train_params_m" (every trained parameter), "gflops" (multiply-adds of
     one inference forward pass, in 1e9), "input": [h, w], "stride": input pixels per heatmap cell} at the default
-    input (`default_input`)."""
-    model = create_model(name, num_keypoints)
+    input (`default_input`). The model is built on torch's meta device: shapes without storage, initialisation or
+    arithmetic, so that the whole zoo is described in seconds (FlopCounterMode counts by shape)."""
+    with torch.device("meta"):
+        model = create_model(name, num_keypoints)
     input_hw = default_input(name)
     return {"params_m": round(inference_parameters(model) / 1e6, 3),
             "train_params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
@@ -240,7 +242,8 @@ def describe(name: str, num_keypoints: int = 17) -> dict:
 
 
 def count_flops(model: nn.Module, input_hw: tuple[int, int], train: bool = False) -> int:
-    """FLOPs (2 x multiply-adds) of one forward pass of one image, counted by torch's own FlopCounterMode.
+    """FLOPs (2 x multiply-adds) of one forward pass of one image, counted by torch's own FlopCounterMode on the
+    model's own device (the meta device counts without computing).
 
     train: a training step's instead - the forward of every supervised output (stage_outputs) and the backward to
     the parameters' gradients (not to the input's, as in training). The model's state is left as it was (eval-mode

@@ -140,24 +140,66 @@ def load(path: Path | str | None) -> dict[str, DatasetSource]:
         if name not in MANIFEST:
             raise ManifestError(f"--manifest {path}: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
         try:
-            archives = tuple(_archive(a) for a in entry.get("archives", []))
-            sources[name] = DatasetSource(name, archives, dict(entry.get("image_counts", {})),
-                                          str(entry.get("manual", "")))
-        except (TypeError, KeyError, AttributeError, ValueError) as err:
+            sources[name] = _source(name, entry)
+        except ValueError as err:
             raise ManifestError(f"--manifest {path}: entry {name!r}: {err}") from None
     return sources
 
 
-def _archive(a: dict) -> Archive:
+def _kind(value) -> str:
+    """How a JSON value is named in a message: 'a list', 'a number', 'null'."""
+    return {dict: "an object", list: "a list", str: "a text", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _expect(value, at: str, want: str, ok: bool):
+    """`value`, or a ValueError naming the field `at` and what it should have been."""
+    if not ok:
+        raise ValueError(f"field {at!r}: expected {want}, got {_kind(value)} ({json.dumps(value)[:80]})")
+    return value
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _source(name: str, entry) -> DatasetSource:
+    """One manifest entry, each field checked for its JSON type (ValueError naming the field)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f'expected an object {{"archives", "image_counts", "manual"}}, got {_kind(entry)}')
+    if unknown := sorted(set(entry) - {"archives", "image_counts", "manual"}):
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))} (known: archives, image_counts, manual)")
+    archives = _expect(entry.get("archives", []), "archives", "a list of archive objects",
+                       isinstance(entry.get("archives", []), list))
+    counts = entry.get("image_counts", {})
+    _expect(counts, "image_counts", "an object {folder: image count}", isinstance(counts, dict))
+    for folder, count in counts.items():
+        _expect(count, f"image_counts.{folder}", "a count (an integer >= 0)", _is_count(count))
+    manual = _expect(entry.get("manual", ""), "manual", "a text", isinstance(entry.get("manual", ""), str))
+    return DatasetSource(name, tuple(_archive(a, f"archives[{i}]") for i, a in enumerate(archives)), dict(counts),
+                         manual)
+
+
+def _archive(a, at: str = "archive") -> Archive:
+    _expect(a, at, 'an object {"name", "url", "kind", "members", ...}', isinstance(a, dict))
     missing = [k for k in ("name", "url", "kind", "members") if k not in a]
     if missing:
-        raise ValueError(f"archive {a.get('name', '?')!r} lacks {', '.join(missing)}")
+        raise ValueError(f"{at} ({a.get('name', '?')!r}) lacks {', '.join(missing)}")
+    for key in ("name", "url", "kind", "checksum_note"):
+        if key in a:
+            _expect(a[key], f"{at}.{key}", "a text", isinstance(a[key], str))
     if a["kind"] not in ("zip", "tar", "file"):
-        raise ValueError(f"archive {a['name']!r}: kind must be zip, tar or file, not {a['kind']!r}")
+        raise ValueError(f"field {at + '.kind'!r}: must be zip, tar or file, not {a['kind']!r}")
+    members = a["members"]
+    _expect(members, f"{at}.members", "an object {archive member: path under the dataset root}",
+            isinstance(members, dict) and all(isinstance(v, str) for v in members.values()))
     md5 = a.get("md5")
-    if md5 is not None and (len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5.lower())):
-        raise ValueError(f"archive {a['name']!r}: md5 must be 32 hex digits")
-    return Archive(a["name"], a["url"], a["kind"], dict(a["members"]), md5, a.get("size"),
+    if md5 is not None and not (isinstance(md5, str) and len(md5) == 32
+                                and all(c in "0123456789abcdef" for c in md5.lower())):
+        raise ValueError(f"field {at + '.md5'!r}: must be 32 hex digits, not {json.dumps(md5)[:80]}")
+    if a.get("size") is not None:
+        _expect(a["size"], f"{at}.size", "a size in bytes (an integer >= 0)", _is_count(a["size"]))
+    return Archive(a["name"], a["url"], a["kind"], dict(members), md5, a.get("size"),
                    a.get("checksum_note", "" if md5 else NO_CHECKSUM))
 
 

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from datasets.cli import non_negative_int, output_dir_problem
+from datasets.cli import input_file_problem, non_negative_int, output_dir_problem
 from datasets.download import manifest as manifests
 from datasets.download.extract import is_done, record, unpack
 from datasets.download.fetch import DownloadError, Progress, fetch, md5_of
@@ -124,8 +124,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.base_url and not args.base_url.startswith(("http://", "https://")):
         p.error(f"--base-url {args.base_url!r}: expected an http:// or https:// URL")
-    if args.manifest is not None and not args.manifest.is_file():
-        p.error(f"--manifest {args.manifest}: no such file")
+    if args.manifest is not None and (problem := input_file_problem(args.manifest)):
+        p.error(f"--manifest {problem}")
     try:
         source = manifests.with_base_url(manifests.load(args.manifest)[args.dataset], args.base_url)
     except manifests.ManifestError as err:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from datasets.cli import input_file_problem
 from datasets.evaluation.metrics import SC_BIAS
 from datasets.skeletons import MPII_MAT_NAMES
 from datasets.validation import MpiiFormatError, check_mpii_gt, check_mpii_preds, mat_fields
@@ -53,8 +54,8 @@ class MpiiGroundTruth:
 
 def _loadmat(path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise MpiiFormatError(f"{path}: no such file")
+    if problem := input_file_problem(path):
+        raise MpiiFormatError(problem)
     try:
         return scipy.io.loadmat(str(path))
     except Exception as exc:  # scipy raises several types for a file that is not a .mat

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.cli import input_file_problem
+
 
 class ValidationError(ValueError):
     """A malformed input file; the message names the file, the entry and the field."""
@@ -39,8 +41,8 @@ class Dropped(Counter):
 def read_json(path: Path, what: str):
     """The parsed JSON of `path`; AnnotationError naming `what` and the file when it is missing or unreadable."""
     path = Path(path)
-    if not path.is_file():
-        raise AnnotationError(f"{what} {path}: no such file")
+    if problem := input_file_problem(path):
+        raise AnnotationError(f"{what} {problem}")
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

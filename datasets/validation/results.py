@@ -1,12 +1,15 @@
 """COCO results files: keypoint predictions (datasets/evaluate.py --pred) and detector boxes (--det-file).
 
-Predictions are refused when COCOeval would mis-read them: a non-finite or non-numeric keypoint or score, an image
+Predictions are refused when COCOeval would mis-read them: a non-finite or non-numeric keypoint or score, a keypoint
+coordinate beyond any pixel position (|x| > 2**53, where its squared distances overflow), an image
 or category the ground truth does not list (scored as nothing: AP 0), or no prediction at all. Detector boxes are
 read as HRNet and MMPose read them: boxes of another category or under the score threshold are skipped, and a box
 of zero or negative width or height is dropped and counted; a NaN score, an unknown image or a file with no person
 box at all is refused, because the scores would silently be 0.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from datasets.validation.base import (AnnotationError, Dropped, PredictionError, box_extent, check_box, check_reference,
                                       is_id,
@@ -15,6 +18,9 @@ from datasets.validation.base import (AnnotationError, Dropped, PredictionError,
 RESULT_FIELDS = ("image_id", "category_id", "keypoints", "score")  # a COCO keypoint result
 DETECTION_FIELDS = ("image_id", "bbox", "score")  # a COCO detection result (category_id optional: 1 when absent)
 PERSON = 1  # the person category of every COCO-format keypoint dataset
+# Beyond 2**53 float64 no longer holds every integer pixel; far beyond, pycocotools' OKS (squared distance over
+# sigma^2 and the area) overflows with a numpy warning and scores nonsense.
+MAX_COORDINATE = 2.0 ** 53
 
 
 def check_results(results, path, gt_image_ids, num_keypoints: int, category_ids=(PERSON,)) -> list[dict]:
@@ -35,9 +41,15 @@ def check_results(results, path, gt_image_ids, num_keypoints: int, category_ids=
             size = len(kpts) if isinstance(kpts, list) else type(kpts).__name__
             raise PredictionError(f"--pred {path}: entry {i} field 'keypoints' has {size} values, "
                                   f"expected {3 * num_keypoints} (x, y, score for {num_keypoints} keypoints)")
-        if numbers(kpts) is None:
+        values = numbers(kpts)
+        if values is None:
             raise PredictionError(f"--pred {path}: entry {i} field 'keypoints' holds a non-finite or non-numeric "
                                   "value")
+        far = np.flatnonzero(np.abs(values.reshape(-1, 3)[:, :2]) > MAX_COORDINATE)
+        if far.size:
+            raise PredictionError(f"--pred {path}: entry {i} field 'keypoints': keypoint {far[0] // 2} has a "
+                                  f"coordinate beyond ±2**53 ({values.reshape(-1, 3)[far[0] // 2, :2].tolist()}), "
+                                  "no pixel position (COCOeval's squared distances would overflow)")
         if not is_number(r["score"]):
             raise PredictionError(f"--pred {path}: entry {i} field 'score' is not a finite number")
         check_reference(r, "image_id", gt_image_ids, f"--pred {path}: entry {i} ", "an image of the ground truth",

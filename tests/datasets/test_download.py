@@ -271,6 +271,13 @@ def test_crowdpose_and_ochuman_print_their_manual_steps_and_verify_what_is_there
     (["coco", "--root", "R", "--base-url", "ftp://mirror"], "--base-url 'ftp://mirror': expected an http"),
     (["coco", "--root", "R", "--manifest", "MISSING"], "--manifest MISSING: no such file"),
     (["coco", "--root", "R", "--manifest", "BADMANIFEST"], "unknown dataset 'lsp'"),
+    (["coco", "--root", "R", "--manifest", "DIR"], "--manifest DIR: is a directory, not a file"),
+    (["coco", "--root", "R", "--manifest", "BADENTRY"],
+     "BADENTRY: entry 'coco': field 'archives[0].members': expected an object {archive member: path under the "
+     "dataset root}, got a list"),
+    (["coco", "--root", "R", "--manifest", "BADCOUNT"],
+     "BADCOUNT: entry 'coco': field 'image_counts.val2017': expected a count (an integer >= 0), got a text"),
+    (["coco", "--root", "R", "--manifest", "NOTOBJECT"], "NOTOBJECT: entry 'coco': expected an object"),
     (["coco", "--root", "R", "--sample", "-1"], "--sample: must be >= 0"),
     (["coco", "--root", ""], "argument --root: an empty path"),
     (["coco", "--verify", " "], "argument --verify: an empty path"),
@@ -278,10 +285,16 @@ def test_crowdpose_and_ochuman_print_their_manual_steps_and_verify_what_is_there
 def test_bad_flags_exit_2_naming_the_flag_before_any_write(tmp_path, capsys, argv, message):
     (tmp_path / "FILE").write_text("")
     (tmp_path / "BADMANIFEST").write_text(json.dumps({"lsp": {}}))
-    names = {"R": tmp_path / "R", "FILE": tmp_path / "FILE", "MISSING": tmp_path / "MISSING",
-             "BADMANIFEST": tmp_path / "BADMANIFEST"}
+    (tmp_path / "DIR").mkdir()
+    archive = {"name": "val2017.zip", "url": "https://x/val2017.zip", "kind": "zip", "members": ["val2017/"]}
+    (tmp_path / "BADENTRY").write_text(json.dumps({"coco": {"archives": [archive]}}))
+    (tmp_path / "BADCOUNT").write_text(json.dumps({"coco": {"image_counts": {"val2017": "5000"}}}))
+    (tmp_path / "NOTOBJECT").write_text(json.dumps({"coco": [archive]}))
+    names = {n: tmp_path / n for n in ("R", "FILE", "MISSING", "BADMANIFEST", "DIR", "BADENTRY", "BADCOUNT",
+                                       "NOTOBJECT")}
     argv = [str(names.get(a, a)) for a in argv]
-    message = message.replace("FILE", str(names["FILE"])).replace("MISSING", str(names["MISSING"]))
+    message = message.replace("FILE", str(names["FILE"])).replace("MISSING", str(names["MISSING"])) \
+        .replace("DIR", str(names["DIR"]))
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -221,6 +221,27 @@ def test_cli_missing_pred_file_exits_2(shared_data, tmp_path):
     assert str(missing) in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.parametrize("dataset, gt", [("coco", "xtcocoapi_examples/example_coco_val.json"), ("mpii", MPII_FIRST5)])
+def test_cli_pred_that_is_a_directory_exits_2_saying_so(shared_data, tmp_path, dataset, gt):
+    proc = run_cli("--dataset", dataset, "--gt", shared_data / gt, "--pred", tmp_path)
+    assert proc.returncode == 2 and f"{tmp_path}: is a directory, not a file" in proc.stderr and proc.stdout == ""
+
+
+def test_cli_keypoint_beyond_any_pixel_exits_2_naming_entry_and_field(shared_data, tmp_path):
+    """1e308 is a finite float, but pycocotools squares the distance to it (a numpy overflow warning, then
+    nonsense): refused before COCOeval runs."""
+    gt = shared_data / "xtcocoapi_examples/example_coco_val.json"
+    image_id = json.loads(gt.read_text())["images"][0]["id"]
+    good = {"image_id": image_id, "category_id": 1, "keypoints": [10.0, 20.0, 1.0] * 17, "score": 0.9}
+    far = {**good, "keypoints": [10.0, 20.0, 1.0] * 3 + [1e308, 20.0, 1.0] + [10.0, 20.0, 1.0] * 13}
+    pred = tmp_path / "far.json"
+    pred.write_text(json.dumps([good, far]))
+    proc = run_cli("--dataset", "coco", "--gt", gt, "--pred", pred)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert f"--pred {pred}: entry 1 field 'keypoints': keypoint 3 has a coordinate beyond" in proc.stderr
+    assert "overflow encountered" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_cli_results_not_a_list_exits_2(shared_data, tmp_path):
     pred = tmp_path / "dict.json"
     pred.write_text(json.dumps({"annotations": []}))

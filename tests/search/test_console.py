@@ -152,6 +152,34 @@ def test_quiet_console_sends_ray_to_the_log_and_warnings_once(tmp_path, ending):
         assert "Traceback (most recent call last)" in logged and "RuntimeError: the tracking store went away" in logged
 
 
+VERBOSE_SCRIPT = textwrap.dedent("""
+    import os, subprocess, sys
+    from pathlib import Path
+    from search.console import quiet_console
+    with quiet_console(Path(sys.argv[1]), verbose=True) as console:
+        print("Trial status: 2 RUNNING")                   # Ray's table, Python-level
+        os.write(2, b"(RayTrainWorker pid=1) TrainingReport(...)\\n")  # C++ / forwarded output, fd-level
+        subprocess.run([sys.executable, "-c", "print('from a child process')"], check=True)  # Ray's processes
+        console.line("mine")
+    print("after")
+""")
+
+
+def test_verbose_console_shows_ray_and_keeps_it_in_the_log_too(tmp_path):
+    log = tmp_path / "ray" / "exp.log"
+    proc = subprocess.run([sys.executable, "-c", VERBOSE_SCRIPT, str(log)], capture_output=True, text=True,
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"},
+                          timeout=120)  # unbuffered as search/run.py runs in the tests: lines in the order written
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"log: {log} (Ray's output, shown here too)", "Trial status: 2 RUNNING",
+                                        "from a child process", "mine", "after"]
+    assert proc.stderr == "(RayTrainWorker pid=1) TrainingReport(...)\n"
+    logged = log.read_text()
+    for line in ("Trial status: 2 RUNNING", "TrainingReport(...)", "from a child process"):
+        assert line in logged
+    assert "after" not in logged  # the descriptors are the process's own again
+
+
 def test_summary_table_best_first_with_the_paper_point_and_the_floor():
     rows = [TrialRow("paper001", "done", 6, 5, 0.31, 0.52, {"lja.quantity_ratio": 0.15}, paper_point=True),
             TrialRow("best0002", "stopped early", 2, 2, 0.42, 0.61, {"lja.quantity_ratio": 0.3}),

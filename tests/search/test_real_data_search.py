@@ -5,8 +5,10 @@ the fixtures have none for OCHuman, whose val_occ split then uses its ground-tru
 take any). One trial of the smallest budget each: what is checked is that every dataset goes end to end.
 
 Beside them run the smoke searches of the model families issue 18 added: OASNet on the 2-stack hourglass with MPII
-(OASNet's ablation setting) and LJA on SRPose-HRNet-W32. The smoke budget shrinks the data (24 training, 8
-validation crops, one epoch) and the input, so the large models train in seconds; Ray's start dominates."""
+(OASNet's ablation setting) and LJA on SRPose-HRNet-W32 (on COCO). The smoke budget shrinks the data (24 training, 8
+validation crops, one epoch) and the input, so the large models train in seconds; Ray's start dominates. So the
+searches share one local Ray cluster (each joins it with --address, as on a cluster), and SRPose runs the COCO
+search: one search checks both."""
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -21,25 +23,40 @@ DET_FILES = {"coco": "coco/test_coco_det_AP_H_56.json", "crowdpose": "crowdpose/
 DATASETS = ("coco", "crowdpose", "ochuman", "mpii")
 
 
+# The searches each test reads: SRPose's is COCO's.
+SEARCH_OF = {**{name: name for name in (*DATASETS, "hourglass")}, "srpose": "coco"}
+
+
 @pytest.fixture(scope="module")
 def searches(real_layouts, shared_data, tmp_path_factory, dataset_cache) -> dict:
-    """{name: (its SearchCLI, stdout + stderr, exit status)}: every search of this module started at once, each with
-    its own local Ray and store (most of a smoke search is Ray starting and waiting: side by side the six cost
-    about as much as two one after the other)."""
+    """{name: (its SearchCLI, stdout + stderr, exit status)}: every search of this module started at once on one local
+    Ray cluster of one logical CPU per search (most of a smoke search is Ray starting and waiting: side by side on
+    one cluster they cost little more than one), each with its own store."""
+    from ray.cluster_utils import Cluster
+
     commands = {}
     for dataset in DATASETS:
         det = ["--det-file", shared_data / DET_FILES[dataset]] if dataset in DET_FILES else []
         commands[dataset] = ["--space", "lja", "--dataset", dataset, "--data-root", real_layouts / dataset, *det]
+    commands["coco"] += ["--model", "srpose_hrnet_w32"]
     commands["hourglass"] = ["--space", "oasnet", "--model", "hourglass_2stack", "--dataset", "mpii", "--data-root",
                              real_layouts / "mpii"]
-    commands["srpose"] = ["--space", "lja", "--model", "srpose_hrnet_w32"]
-    started = {}
-    for name, command in commands.items():
-        work = tmp_path_factory.mktemp(f"search-{name}")
-        cli = SearchCLI(work, dataset_cache)
-        started[name] = cli, cli.start(*command, "--smoke", "--num-samples", "1", "--storage-path", work / "ray",
-                                       "--experiment", f"real-{name}")
-    return {name: (cli, proc.communicate(timeout=1200)[0], proc.returncode) for name, (cli, proc) in started.items()}
+    started, cluster = {}, Cluster(initialize_head=True, head_node_args={"num_cpus": len(commands)})
+    try:
+        for name, command in commands.items():
+            work = tmp_path_factory.mktemp(f"search-{name}")
+            # as a search's own local Ray has it: no spot nodes, so no preemption watcher per trial
+            cli = SearchCLI(work, dataset_cache, RAY_TRAIN_ENABLE_PREEMPTION_WATCHER="0")
+            started[name] = cli, cli.start(*command, "--smoke", "--num-samples", "1", "--address", cluster.address,
+                                           "--storage-path", work / "ray", "--experiment", f"real-{name}")
+        done = {name: (cli, proc.communicate(timeout=1200)[0], proc.returncode)
+                for name, (cli, proc) in started.items()}
+    finally:
+        for _, proc in started.values():
+            if proc.poll() is None:
+                proc.kill()
+        cluster.shutdown()
+    return {name: done[search] for name, search in SEARCH_OF.items()}
 
 
 def only_child(search_cli, name: str):
@@ -86,7 +103,7 @@ def test_oasnet_space_on_the_two_stack_hourglass_with_mpii(searches):
 def test_lja_space_on_srpose(searches):
     search_cli, output, status = searches["srpose"]
     assert status == 0, output[-4000:]
-    child = only_child(search_cli, "srpose")
+    child = only_child(search_cli, "coco")
     assert child.info.status == "FINISHED" and child.data.params["model.name"] == "srpose_hrnet_w32"
     assert 0.0 <= child.data.metrics["val/AP"] <= 1.0
     # DSL over SRPose's five supervised heatmaps, each logged
