@@ -28,7 +28,7 @@ def load_check():
 def tiny_check(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check") / "out"
     done = subprocess.run([sys.executable, str(HERE / "gpu_check.py"), "--out", str(out), "--device", "cpu",
-                           "--tiny"], capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+                           "--tiny"], capture_output=True, text=True, timeout=1500, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, json.loads((out / "gpu_check.json").read_text()), json.loads(done.stdout.strip().splitlines()[-1])
 
