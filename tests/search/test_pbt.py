@@ -98,6 +98,9 @@ def test_restored_optimizer_takes_the_new_configs_lr_and_keeps_its_decays(tmp_pa
     (["--space", "lja", "--scheduler", "pbt", "--multi-objective"], "one objective"),
     (["--space", "lja", "--perturbation-interval", "2"], "applies to --scheduler pbt or pb2"),
     (["--space", "lja", "--scheduler", "pbt", "--perturbation-interval", "0"], "--perturbation-interval"),
+    (["--space", "lja", "--scheduler", "pbt", "--perturbation-interval", "7"], "less than --epochs 6"),
+    (["--space", "lja", "--scheduler", "pb2", "--epochs", "3", "--perturbation-interval", "3"], "less than --epochs 3"),
+    (["--space", "lja", "--scheduler", "pbt", "--smoke", "--perturbation-interval", "2"], "less than --epochs 1"),
 ])
 def test_bad_population_flags_exit_2_naming_the_flag(flags, message, capsys):
     from search.cli import parse_args
