@@ -202,3 +202,16 @@ def test_an_annotation_file_of_another_dataset_exits_2_naming_it(coco_dir, tmp_p
     err = capsys.readouterr().err
     assert code == 2 and "test_coco.json" in err and "'keypoints'" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_data_region_store_must_be_an_absolute_path_to_a_readable_store(coco_store, tmp_path, monkeypatch):
+    """Trials run in their own directories: a relative data.region_store (found from here) would not be found there;
+    a store whose manifest is torn is refused at validation, not in the trial."""
+    monkeypatch.chdir(coco_store.parent)
+    with pytest.raises(ValueError, match="data.region_store: coco must be an absolute path"):
+        TrialConfig.from_flat({"data.region_store": "coco"}).validate()
+    torn = tmp_path / "torn"
+    shutil.copytree(coco_store, torn)
+    (torn / "manifest.json").write_text('{"format"')
+    with pytest.raises(ValueError, match="data.region_store: .*manifest.json: unreadable manifest"):
+        TrialConfig.from_flat({"data.region_store": str(torn)}).validate()
