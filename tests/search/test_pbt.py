@@ -118,6 +118,9 @@ def test_default_perturbation_interval_is_a_third_of_the_epochs():
     assert parse_args(["--space", "lja", "--scheduler", "pb2", "--epochs", "9", "--perturbation-interval", "4"]) \
         .perturbation_interval == 4
     assert parse_args(["--space", "lja"]).perturbation_interval is None
+    # a resumed search's epochs are its own (not yet read here): the same interval again is not refused
+    assert parse_args(["--space", "lja", "--scheduler", "pbt", "--resume", "--experiment", "x",
+                       "--perturbation-interval", "10"]).perturbation_interval == 10
 
 
 @pytest.mark.e2e
