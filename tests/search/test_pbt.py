@@ -179,3 +179,18 @@ def test_pbt_smoke_search_exploits_records_its_schedule_and_resumes_after_ctrl_c
     study = optuna.load_study(study_name="pop", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
     assert all(set(t.user_attrs[pbt.FINAL_ATTR]) == set(pbt.PERTURBED) for t in study.trials)
+
+
+def test_tunes_reuse_actors_advice_is_silenced_on_import_for_a_resume_too():
+    """A --resume restores the Tuner without calling pbt.setup: the filter must already hold once search.pbt is
+    imported (run_search imports it on both paths), or the resumed search prints Tune's advice as a warning."""
+    import subprocess
+    import sys
+
+    code = ("import warnings, search.pbt\n"
+            "warnings.warn('Consider boosting PBT performance by enabling `reuse_actors`', UserWarning)\n")
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])  # the repository root: search/ importable
+    assert proc.returncode == 0 and "Consider boosting" not in proc.stderr, proc.stderr
