@@ -171,6 +171,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         if args.space != "lja" or args.searcher == "grid" or args.multi_objective:
             parser.error(f"--scheduler {args.scheduler} perturbs the lja space's λ, LJA and learning rate: it needs "
                          "--space lja, --searcher tpe or random (the initial population) and one objective")
+        # (a --resume takes its epochs from the search it continues: its run.py compares the flags given with them)
+        if args.perturbation_interval and args.perturbation_interval >= args.epochs and not args.resume:
+            parser.error(f"--perturbation-interval {args.perturbation_interval} must be less than --epochs "
+                         f"{args.epochs}: a trial's last epoch is not perturbed, so no member would ever exploit")
         args.perturbation_interval = args.perturbation_interval or max(1, args.epochs // 3)
     elif args.perturbation_interval:
         parser.error("--perturbation-interval applies to --scheduler pbt or pb2")

@@ -218,6 +218,11 @@ class PopulationRecorder(tune.Callback):
             log.warning("trial %s: its end is not in the Optuna study yet (%s)", trial.trial_id, str(err)[:200])
 
 
+# Tune's advice to reuse actors suits class trainables: the driver's Train run restarts at an exploit anyway. Set on
+# import, so that a --resume (Tuner.restore, which never calls setup) is as quiet as a new search.
+warnings.filterwarnings("ignore", message="Consider boosting PBT performance", category=UserWarning)
+
+
 def setup(args, base, callbacks: list) -> tuple:
     """(searcher, scheduler, extra tune.RunConfig settings) of a population search from the base trial config
     `base` (FIXED already applied); its Tune callback is appended to `callbacks`."""
@@ -229,8 +234,6 @@ def setup(args, base, callbacks: list) -> tuple:
     # ends it before the scheduler sees it: an exploit then would restart the trial with nothing left to train.
     run_settings = {"checkpoint_config": tune.CheckpointConfig(num_to_keep=3), "stop": {"epoch": args.epochs}}
     callbacks.append(PopulationRecorder(args.experiment, args.optuna_storage, args.metric))
-    # Tune's advice to reuse actors suits class trainables: the driver's Train run restarts at an exploit anyway
-    warnings.filterwarnings("ignore", message="Consider boosting PBT performance", category=UserWarning)
     return searcher, make_scheduler(args, base.optim.lr), run_settings
 
 

@@ -104,10 +104,15 @@ class Board:
     def start(self, trial_id: str, config: dict) -> None:
         with self._lock:
             row = self.rows.get(trial_id)
+            restarted = row is not None
             if row is None:
                 self.rows[trial_id] = row = Row(trial_id, self.searched(config))
             row.state = "running"
-        self.console.line(f"[{trial_id}] started: {params_text(row.params) or '(base config)'}")
+        if restarted:  # after a pause, an exploit (PBT: the config it goes on with, not its first) or a resume
+            now = params_text(self.searched(config)) or "(base config)"
+            self.console.line(f"[{trial_id}] continues after epoch {row.epoch}: {now}")
+        else:
+            self.console.line(f"[{trial_id}] started: {params_text(row.params) or '(base config)'}")
 
     def result(self, trial_id: str, config: dict, result: dict) -> None:
         with self._lock:

@@ -81,6 +81,16 @@ class DataConfig:
         if self.region_store and not os.path.isfile(os.path.join(self.region_store, "manifest.json")):
             raise ValueError(f"data.region_store: {self.region_store} is not a region store (no manifest.json; build "
                              f"one with `python -m datasets.topdown.region_store build`)")
+        if self.region_store and not os.path.isabs(self.region_store):
+            raise ValueError(f"data.region_store: {self.region_store} must be an absolute path (trials run in their "
+                             f"own directories)")
+        if self.region_store:
+            from datasets.topdown.region_store import StoreError, read_manifest
+
+            try:
+                read_manifest(self.region_store)
+            except StoreError as err:
+                raise ValueError(f"data.region_store: {err}") from None
         for name in ("max_train_samples", "max_val_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0 (0 = all), got {getattr(self, name)}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 COCO_IMAGES = "http://images.cocodataset.org"
 MMPOSE = "https://download.openmmlab.com/mmpose/datasets"
@@ -176,8 +176,13 @@ def _source(name: str, entry) -> DatasetSource:
     for folder, count in counts.items():
         _expect(count, f"image_counts.{folder}", "a count (an integer >= 0)", _is_count(count))
     manual = _expect(entry.get("manual", ""), "manual", "a text", isinstance(entry.get("manual", ""), str))
-    return DatasetSource(name, tuple(_archive(a, f"archives[{i}]") for i, a in enumerate(archives)), dict(counts),
-                         manual)
+    parsed = tuple(_archive(a, f"archives[{i}]") for i, a in enumerate(archives))
+    names = [a.name for a in parsed]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"field 'archives': two archives are named {dupes[0]!r} (each is saved under its name)")
+    if not parsed and not manual:
+        raise ValueError("field 'archives': empty, and no 'manual' steps say how to get the files")
+    return DatasetSource(name, parsed, dict(counts), manual)
 
 
 def _archive(a, at: str = "archive") -> Archive:
@@ -188,11 +193,23 @@ def _archive(a, at: str = "archive") -> Archive:
     for key in ("name", "url", "kind", "checksum_note"):
         if key in a:
             _expect(a[key], f"{at}.{key}", "a text", isinstance(a[key], str))
+    if not a["name"] or a["name"] in (".", "..") or "/" in a["name"] or "\\" in a["name"]:
+        raise ValueError(f"field {at + '.name'!r}: must be a plain file name (no '/', not '' or '..'), "
+                         f"not {a['name']!r}")
+    if a["url"].split("://", 1)[0].lower() not in ("http", "https", "file") or "://" not in a["url"]:
+        raise ValueError(f"field {at + '.url'!r}: must be an http://, https:// or file:// URL, not {a['url']!r}")
     if a["kind"] not in ("zip", "tar", "file"):
         raise ValueError(f"field {at + '.kind'!r}: must be zip, tar or file, not {a['kind']!r}")
     members = a["members"]
     _expect(members, f"{at}.members", "an object {archive member: path under the dataset root}",
             isinstance(members, dict) and all(isinstance(v, str) for v in members.values()))
+    if not members:
+        raise ValueError(f"field {at + '.members'!r}: names no member to keep")
+    for dest in members.values():
+        parts = PurePosixPath(dest).parts
+        if not dest or dest.startswith(("/", "\\")) or ".." in parts or "\\" in dest:
+            raise ValueError(f"field {at + '.members'!r}: {dest!r} is not a relative path inside the dataset's "
+                             f"directory")
     md5 = a.get("md5")
     if md5 is not None and not (isinstance(md5, str) and len(md5) == 32
                                 and all(c in "0123456789abcdef" for c in md5.lower())):

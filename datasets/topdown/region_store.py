@@ -90,11 +90,20 @@ class RegionStore:
         size = int(self.manifest["shard_size"])
         columns = {name: np.zeros(len(files), np.int64) for name in _FIELDS}
         self.stored = np.zeros(len(files), bool)
+        self.unreadable: set[int] = set()  # shards whose index is torn or foreign: their entries count as corrupt
         for shard in range((len(files) + size - 1) // size):
             index = self.directory / shard_name(shard, "json")
             if not index.is_file():
                 continue  # an unfinished build: these entries fall back to decoding
-            entries = json.loads(index.read_text())["entries"]
+            try:
+                entries = json.loads(index.read_text())["entries"]
+                entries = [entry if entry["fault"] else {"fault": "", **{name: int(entry[name]) for name in _FIELDS}}
+                           for entry in entries[:min(size, len(files) - shard * size)]]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                log.warning("region store %s: shard index %s is unreadable (%s); its entries decode the original "
+                            "images (rebuild it: verify --repair)", self.directory, index, err)
+                self.unreadable.add(shard)
+                continue
             start = shard * size
             for k, entry in enumerate(entries):
                 if not entry["fault"]:
@@ -185,8 +194,9 @@ class RegionStore:
         complete = {s for s in range((len(self) + size - 1) // size)
                     if (self.directory / shard_name(s, "json")).is_file()}
         missing = sum(1 for e in range(len(self)) if e // size not in complete)
+        torn = [e for e in range(len(self)) if e // size in self.unreadable]
         return {"entries": len(self), "stored": int(self.stored.sum()), "missing": missing,
-                "faulty": len(self) - int(self.stored.sum()) - missing, "corrupt": corrupt}
+                "faulty": len(self) - int(self.stored.sum()) - missing - len(torn), "corrupt": sorted(corrupt + torn)}
 
     def _map(self, shard: int) -> mmap.mmap | None:
         mapped = self._maps.get(shard)

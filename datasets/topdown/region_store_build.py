@@ -29,6 +29,7 @@ import numpy as np
 from datasets import meta
 from datasets.atomic import write_bytes
 from datasets.annotations import load_records
+from datasets.validation.base import AnnotationError
 from datasets.cli import existing_dir, non_negative_float, output_dir, positive_int
 from datasets.topdown.augment import Augment
 from datasets.topdown.codec import HeatmapCodec
@@ -233,8 +234,12 @@ def main(argv=None) -> int:
                     **{name: getattr(args, name) for name in HRNET}}
         summary = build_store(args.dataset, args.ann, args.images, args.out, settings, args.workers,
                               args.shard_size, verify=not args.no_verify, progress=progress)
-    except StoreError as err:
+    except (StoreError, AnnotationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the environment: --out cannot be created or written, a disk that fills
+        print(f"error: region store {getattr(args, 'out', None) or args.store}: {err.strerror or err} "
+              f"({err.filename or 'writing'})", file=sys.stderr)
+        return 1
     print(json.dumps(summary))
     return 0

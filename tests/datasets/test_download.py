@@ -299,3 +299,30 @@ def test_bad_flags_exit_2_naming_the_flag_before_any_write(tmp_path, capsys, arg
         main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "R").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"name": "../../evil.zip"}, "field 'archives[0].name': must be a plain file name"),
+    ({"name": ""}, "field 'archives[0].name': must be a plain file name"),
+    ({"members": {"val2017/": "../../outside/"}}, "'../../outside/' is not a relative path inside"),
+    ({"members": {"val2017/": "/tmp/abs"}}, "'/tmp/abs' is not a relative path inside"),
+    ({"members": {}}, "field 'archives[0].members': names no member to keep"),
+    ({"url": ""}, "field 'archives[0].url': must be an http://, https:// or file:// URL"),
+    ({"url": "ftp://mirror/val2017.zip"}, "field 'archives[0].url': must be an http://"),
+])
+def test_a_manifest_archive_that_would_write_outside_the_root_or_fetch_nothing_exits_2(tmp_path, capsys, change,
+                                                                                       message):
+    """Malformed --manifest entries are refused before any fetch: a name or member path that climbs out of ROOT
+    (the download is saved as ROOT/.downloads/<name>, members are moved to ROOT/<dataset>/<path>), an empty URL
+    (was urllib's ValueError traceback), nothing to keep; and two archives of one name, no archives nor steps."""
+    archive = {"name": "val2017.zip", "url": "https://x/val2017.zip", "kind": "zip", "members": {"val2017/": "val2017/"}}
+    cases = [({"coco": {"archives": [{**archive, **change}]}}, message),
+             ({"coco": {"archives": [archive, archive]}}, "two archives are named 'val2017.zip'"),
+             ({"coco": {"archives": []}}, "no 'manual' steps")]
+    for n, (manifest, expected) in enumerate(cases):
+        (tmp_path / f"m{n}.json").write_text(json.dumps(manifest))
+        with pytest.raises(SystemExit) as exit_:
+            main(["coco", "--root", str(tmp_path / "R"), "--manifest", str(tmp_path / f"m{n}.json")])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and expected in err and "Traceback" not in err, err
+        assert not (tmp_path / "R").exists()

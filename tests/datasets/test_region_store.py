@@ -176,3 +176,42 @@ def test_loader_workers_read_the_store_as_the_parent_does(coco_dir, coco_store):
     assert revived.store is not stored.store and revived.store.directory == stored.store.directory
     assert torch.equal(torch.stack([revived[i]["image"] for i in range(len(records))]), expected)
     assert revived.store.hits == len(records) and revived.store.fallbacks == 0
+
+
+def test_a_torn_shard_index_counts_as_corrupt_and_is_repaired(coco_dir, coco_store, tmp_path, capsys):
+    """A shard index that is not JSON (a torn copy, a damaged disk) or lacks a field is no traceback: its entries
+    decode the original images, `verify` counts them corrupt (exit 1) and `--repair` rebuilds that shard."""
+    out = tmp_path / "store"
+    shutil.copytree(coco_store, out)
+    (out / shard_name(2, "json")).write_text('{"entries": [{"fa')
+    (out / shard_name(0, "json")).write_text(json.dumps({"size": 1, "entries": [{"fault": ""}]}))
+    assert RegionStore(out).verify()["corrupt"] == [0, 2]
+    assert region_store.main(["verify", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["corrupt"] == 2 and "Traceback" not in captured.err
+    assert region_store.main(["verify", str(out), "--repair", "--workers", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["after_repair"]["corrupt"] == []
+    assert (out / shard_name(2, "json")).read_bytes() == (coco_store / shard_name(2, "json")).read_bytes()
+
+
+def test_an_annotation_file_of_another_dataset_exits_2_naming_it(coco_dir, tmp_path, capsys):
+    """COCO's json built as MPII (48 keypoint values expected) is bad input: exit 2 with the validator's sentence,
+    no traceback, no store created."""
+    code = region_store.main(["build", "--dataset", "mpii", "--ann", str(coco_dir / "test_coco.json"), "--images",
+                              str(coco_dir), "--out", str(tmp_path / "o"), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "test_coco.json" in err and "'keypoints'" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_region_store_must_be_an_absolute_path_to_a_readable_store(coco_store, tmp_path, monkeypatch):
+    """Trials run in their own directories: a relative data.region_store (found from here) would not be found there;
+    a store whose manifest is torn is refused at validation, not in the trial."""
+    monkeypatch.chdir(coco_store.parent)
+    with pytest.raises(ValueError, match="data.region_store: coco must be an absolute path"):
+        TrialConfig.from_flat({"data.region_store": "coco"}).validate()
+    torn = tmp_path / "torn"
+    shutil.copytree(coco_store, torn)
+    (torn / "manifest.json").write_text('{"format"')
+    with pytest.raises(ValueError, match="data.region_store: .*manifest.json: unreadable manifest"):
+        TrialConfig.from_flat({"data.region_store": str(torn)}).validate()

@@ -65,6 +65,20 @@ def test_board_prints_epoch_lines_and_a_header_per_ended_trial():
     assert board.rows["bbbb2222"].state == "failed"
 
 
+def test_a_restarted_trial_prints_the_config_it_goes_on_with():
+    """A PBT member restarted after an exploit goes on with the donor's perturbed config: its line says so and
+    shows that config, not its first one again (which the table keeps: Optuna's and MLflow's params)."""
+    console, out = plain_console()
+    board = Board(console, "val_occ/AP", epochs=3, num_samples=2, time_budget_min=0, base={"lja.p": 1.0},
+                  searched=("loss.lambda_max",))
+    board.start("aaaa1111", {"loss.lambda_max": 0.25, "lja.p": 1.0})
+    board.result("aaaa1111", {}, {"epoch": 1, "val_occ/AP": 0.25})
+    board.start("aaaa1111", {"loss.lambda_max": 0.776, "lja.p": 0.8})
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "[aaaa1111] continues after epoch 1: lja.p=0.8 loss.lambda_max=0.776"
+    assert board.rows["aaaa1111"].params == {"loss.lambda_max": 0.25}
+
+
 def test_board_table_has_a_row_per_trial_with_epoch_eta_and_the_best_marked():
     console, _ = plain_console()
     board = Board(console, "val_occ/AP", epochs=4, num_samples=2, time_budget_min=0, base={})

@@ -98,6 +98,9 @@ def test_restored_optimizer_takes_the_new_configs_lr_and_keeps_its_decays(tmp_pa
     (["--space", "lja", "--scheduler", "pbt", "--multi-objective"], "one objective"),
     (["--space", "lja", "--perturbation-interval", "2"], "applies to --scheduler pbt or pb2"),
     (["--space", "lja", "--scheduler", "pbt", "--perturbation-interval", "0"], "--perturbation-interval"),
+    (["--space", "lja", "--scheduler", "pbt", "--perturbation-interval", "7"], "less than --epochs 6"),
+    (["--space", "lja", "--scheduler", "pb2", "--epochs", "3", "--perturbation-interval", "3"], "less than --epochs 3"),
+    (["--space", "lja", "--scheduler", "pbt", "--smoke", "--perturbation-interval", "2"], "less than --epochs 1"),
 ])
 def test_bad_population_flags_exit_2_naming_the_flag(flags, message, capsys):
     from search.cli import parse_args
@@ -115,6 +118,9 @@ def test_default_perturbation_interval_is_a_third_of_the_epochs():
     assert parse_args(["--space", "lja", "--scheduler", "pb2", "--epochs", "9", "--perturbation-interval", "4"]) \
         .perturbation_interval == 4
     assert parse_args(["--space", "lja"]).perturbation_interval is None
+    # a resumed search's epochs are its own (not yet read here): the same interval again is not refused
+    assert parse_args(["--space", "lja", "--scheduler", "pbt", "--resume", "--experiment", "x",
+                       "--perturbation-interval", "10"]).perturbation_interval == 10
 
 
 @pytest.mark.e2e
@@ -173,3 +179,18 @@ def test_pbt_smoke_search_exploits_records_its_schedule_and_resumes_after_ctrl_c
     study = optuna.load_study(study_name="pop", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
     assert all(set(t.user_attrs[pbt.FINAL_ATTR]) == set(pbt.PERTURBED) for t in study.trials)
+
+
+def test_tunes_reuse_actors_advice_is_silenced_on_import_for_a_resume_too():
+    """A --resume restores the Tuner without calling pbt.setup: the filter must already hold once search.pbt is
+    imported (run_search imports it on both paths), or the resumed search prints Tune's advice as a warning."""
+    import subprocess
+    import sys
+
+    code = ("import warnings, search.pbt\n"
+            "warnings.warn('Consider boosting PBT performance by enabling `reuse_actors`', UserWarning)\n")
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])  # the repository root: search/ importable
+    assert proc.returncode == 0 and "Consider boosting" not in proc.stderr, proc.stderr
