@@ -19,11 +19,13 @@ trial index, the number after `_` in its trial id) and `pbt/donor_epoch`: MLflow
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import warnings
 from dataclasses import dataclass
 
+import ray.exceptions
 from ray import tune
 from ray.train.v2.api.callback import UserCallback
 from ray.tune.schedulers import PopulationBasedTraining
@@ -39,8 +41,7 @@ SCHEDULERS = ("pbt", "pb2")
 PERTURBED = ("loss.lambda_max", "lja.quantity_ratio", "lja.size_ratio", "lja.p", "optim.lr")
 FIXED = {"loss.schedule": "constant"}  # λ(t) is what the population learns
 LR_FACTORS = (0.1, 10.0)  # the learning rate's range: these multiples of the recipe's
-HPARAM_PREFIX = "hparam/"
-DONOR_METRIC, DONOR_EPOCH_METRIC = "pbt/donor", "pbt/donor_epoch"
+HPARAM_PREFIX, DONOR_METRIC, DONOR_EPOCH_METRIC = "hparam/", "pbt/donor", "pbt/donor_epoch"
 FINAL_ATTR = "pbt.final"  # study trial user attribute: the member's perturbed values at its end
 ACK_TIMEOUT_S = 3600.0  # a Train report waits this long for the driver to hand its checkpoint to Tune
 
@@ -50,8 +51,7 @@ def is_population(scheduler: str) -> bool:
 
 
 class _RangeRecorder:
-    """Runs a define-by-run space and records each float's (low, high, log); the schedule is taken as `constant`
-    (no conditional parameters)."""
+    """Runs a define-by-run space, recording each float's (low, high, log); the schedule taken as `constant`."""
 
     def __init__(self):
         self.ranges = {}
@@ -65,8 +65,7 @@ class _RangeRecorder:
 
 
 def bounds(base_lr: float) -> dict[str, tuple[float, float, bool]]:
-    """{perturbed key: (low, high, log)}: the lja space's own ranges (search/spaces.py), and the learning rate
-    within LR_FACTORS of the recipe's `base_lr`."""
+    """{perturbed key: (low, high, log)}: the lja space's ranges (search/spaces.py); lr: LR_FACTORS x `base_lr`."""
     recorder = _RangeRecorder()
     lja_space(recorder)
     out = {key: recorder.ranges[key] for key in PERTURBED if key in recorder.ranges}
@@ -76,8 +75,8 @@ def bounds(base_lr: float) -> dict[str, tuple[float, float, bool]]:
 
 @dataclass(frozen=True)
 class Clip:
-    """PBT's custom explore function: keeps each perturbed value inside its range (x1.2 of lja.p = 1 is not a
-    probability). A class so that Tune can pickle the scheduler into the experiment."""
+    """PBT's custom explore function: each perturbed value kept in its range (x1.2 of lja.p = 1 is no probability);
+    a class, so that Tune can pickle the scheduler into the experiment."""
 
     ranges: tuple  # ((key, low, high), ...)
 
@@ -218,8 +217,7 @@ class PopulationRecorder(tune.Callback):
             log.warning("trial %s: its end is not in the Optuna study yet (%s)", trial.trial_id, str(err)[:200])
 
 
-# Tune's advice to reuse actors suits class trainables: the driver's Train run restarts at an exploit anyway. Set on
-# import, so that a --resume (Tuner.restore, which never calls setup) is as quiet as a new search.
+# Tune's reuse-actors advice suits class trainables, not this driver; set on import: a --resume never calls setup.
 warnings.filterwarnings("ignore", message="Consider boosting PBT performance", category=UserWarning)
 
 
@@ -230,8 +228,8 @@ def setup(args, base, callbacks: list) -> tuple:
 
     configs, study_ids = initial_population(args, SPACES[args.space].paper_points, base.optim.lr)
     searcher = PopulationSearch(configs, study_ids, args.experiment, args.optuna_storage)
-    # PBT warns below 3 checkpoints kept: a donor's must outlive the exploit that copies it. A trial's last epoch
-    # ends it before the scheduler sees it: an exploit then would restart the trial with nothing left to train.
+    # 3 checkpoints kept (PBT warns below): a donor's outlives the exploit copying it. A trial's last epoch ends it
+    # before the scheduler sees it (an exploit then would restart it with nothing left to train).
     run_settings = {"checkpoint_config": tune.CheckpointConfig(num_to_keep=3), "stop": {"epoch": args.epochs}}
     callbacks.append(PopulationRecorder(args.experiment, args.optuna_storage, args.metric))
     return searcher, make_scheduler(args, base.optim.lr), run_settings
@@ -282,10 +280,9 @@ def trial_index(trial_id: str) -> int:
 
 class ForwardToDriver(UserCallback):
     """Ray Train callback (in Train's controller): each report's rank-0 metrics and checkpoint go to the trial
-    driver, which hands them to Tune with the checkpoint (Ray's TuneReportCallback forwards metrics and the
-    checkpoint's path only, so Tune could not save, pause or exploit the trial). The report waits for the driver's
-    acknowledgement: Train keeps only the latest and best checkpoints, and the latest must not be replaced before
-    Tune has copied it."""
+    driver, which hands both to Tune (Ray's TuneReportCallback forwards metrics and the checkpoint's path only:
+    Tune could not pause or exploit the trial). The report waits for the driver's acknowledgement, so that Train
+    does not replace its latest checkpoint before Tune has copied it."""
 
     def __init__(self, items, acks):
         self.items, self.acks = items, acks
@@ -329,7 +326,8 @@ def make_trial_driver(trainer_settings):
             except BaseException as err:  # noqa: BLE001 - re-raised in the trial's thread below
                 failed.append(err)
             finally:
-                items.put(None)
+                with contextlib.suppress(ray.exceptions.RayActorError):  # paused: Tune ended the trial's actors
+                    items.put(None)
 
         threading.Thread(target=fit, name=f"train-{trial_id}", daemon=True).start()
         while (item := items.get()) is not None:
