@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-root", help="ochuman only: the COCO directory to train on (default <data-root>/../coco)")
     p.add_argument("--det-file", help="person detector boxes (COCO results json) to evaluate on instead of the "
                    "ground-truth boxes (coco, crowdpose: val; ochuman: the OCHuman split)")
+    p.add_argument("--region-store", help="a region store of the training split (python -m "
+                   "datasets.topdown.region_store build; README 'Training without a warm cache'): trials read their "
+                   "crops from it instead of decoding every image")
     p.add_argument("--num-samples", type=positive_int, help="number of trials (default 5; 2 with --smoke)")
     p.add_argument("--time-budget", dest="time_budget_min", type=non_negative_float,
                    help="minutes the search may run; trials still running then are stopped and it ends "
@@ -180,7 +183,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--perturbation-interval applies to --scheduler pbt or pb2")
     args.budget = budget
     if args.dataset == "synthetic":
-        for flag in ("data_root", "train_root", "det_file"):
+        for flag in ("data_root", "train_root", "det_file", "region_store"):
             if getattr(args, flag):
                 parser.error(f"--{flag.replace('_', '-')} applies to real datasets only, not --dataset synthetic")
     elif not args.data_root:

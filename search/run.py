@@ -67,6 +67,13 @@ def data_settings(args) -> dict:
         if not det_file.is_file():
             raise ValueError(f"--det-file {det_file}: no such file")
         settings |= {"data.det_file": str(det_file), "data.det_split": "val_occ" if layout.val_occ else "val"}
+    if args.region_store:  # the config's own check (trainables/config.py), worded for the flag
+        store = str(Path(args.region_store).resolve())
+        try:
+            TrialConfig().replace(**{"data.region_store": store}).validate()
+        except ValueError as err:
+            raise ValueError(str(err).replace("data.region_store:", "--region-store", 1)) from None
+        settings["data.region_store"] = store
     return settings
 
 

@@ -83,6 +83,17 @@ def test_search_names_the_missing_layout_file_before_writing_anything(tmp_path, 
     assert not (tmp_path / "runs").exists()
 
 
+def test_region_store_that_is_not_one_is_refused_before_writing_anything(real_layouts, tmp_path, run_search):
+    (tmp_path / "store").mkdir()
+    proc = run_search("--dataset", "coco", "--data-root", real_layouts / "coco", "--region-store", tmp_path / "store",
+                      "--storage-path", tmp_path / "runs", "--experiment", "x")
+    assert proc.returncode == 2, proc.stderr
+    assert f"--region-store {tmp_path / 'store'} is not a region store" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+    synthetic = run_search("--region-store", tmp_path / "store", "--storage-path", tmp_path / "runs")
+    assert synthetic.returncode == 2 and "--region-store applies to real datasets only" in synthetic.stderr
+
+
 def test_search_rejects_a_malformed_annotation_naming_it(shared_data, fresh_layouts, tmp_path, run_search):
     root = fresh_layouts / "coco"
     data = json.loads((shared_data / "coco/test_coco.json").read_text())
