@@ -49,6 +49,31 @@ def official_layouts(shared: Path, root: Path) -> Path:
     return root
 
 
+def coco_with_unreadable_images(shared: Path, root: Path, corrupt: tuple[str, ...] = ("000000196141.jpg",),
+                                 missing: tuple[str, ...] = ()) -> int:
+    """The COCO fixture's official layout at `root` (train and val share its images and annotation file) with the
+    `corrupt` images replaced by bytes no decoder reads and the `missing` ones left out; returns how many annotated
+    persons (num_keypoints > 0) stand on those images."""
+    import json
+    import shutil
+
+    (root / "annotations").mkdir(parents=True)
+    images = root / "val2017"
+    images.mkdir()
+    data = json.loads((shared / "coco/test_coco.json").read_text())
+    for entry in data["images"]:
+        name = entry["file_name"]
+        if name in corrupt:
+            (images / name).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        elif name not in missing:
+            shutil.copy(shared / "coco" / name, images / name)
+    for split in ("train2017", "val2017"):
+        (root / "annotations" / f"person_keypoints_{split}.json").symlink_to(shared / "coco/test_coco.json")
+    (root / "train2017").symlink_to(images)
+    broken = {i["id"] for i in data["images"] if i["file_name"] in (*corrupt, *missing)}
+    return sum(1 for a in data["annotations"] if a["image_id"] in broken and a["num_keypoints"] > 0)
+
+
 @pytest.fixture(scope="session")
 def real_layouts(shared_data, tmp_path_factory) -> Path:
     return official_layouts(shared_data, tmp_path_factory.mktemp("layouts"))

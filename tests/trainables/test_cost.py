@@ -1,6 +1,5 @@
 """trainables/cost.py: FLOPs per sample, images seen with an unreadable image skipped, counters across a resume."""
 import json
-import shutil
 import time
 
 import pytest
@@ -9,6 +8,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from datasets.annotations import load_records
+from conftest import coco_with_unreadable_images
 from datasets.layouts import resolve
 from datasets.meta import get
 from trainables import cost
@@ -97,23 +97,6 @@ def test_a_trial_with_several_workers_sums_its_counters_over_them(tmp_path):
     assert 2 * (1 + 2) <= metrics["cost/device_s"] < 2 * (1 + 2) + 2 * 2 * 60
 
 
-def coco_with_a_corrupt_image(shared_data, root):
-    """The COCO fixture's layout with one image replaced by bytes no decoder reads; (layout, persons on it)."""
-    (root / "annotations").mkdir(parents=True)
-    images = root / "val2017"
-    images.mkdir()
-    for name in ("000000000785.jpg", "000000040083.jpg", "000000197388.jpg"):
-        shutil.copy(shared_data / "coco" / name, images / name)
-    (images / "000000196141.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    for split in ("train2017", "val2017"):
-        (root / "annotations" / f"person_keypoints_{split}.json").symlink_to(shared_data / "coco/test_coco.json")
-    (root / "train2017").symlink_to(images)
-    data = json.loads((shared_data / "coco/test_coco.json").read_text())
-    broken_id = next(i["id"] for i in data["images"] if i["file_name"] == "000000196141.jpg")
-    return resolve("coco", root), sum(1 for a in data["annotations"] if a["image_id"] == broken_id
-                                      and a["num_keypoints"] > 0)
-
-
 def trial_config(layout, epochs: int) -> TrialConfig:
     # batch_size above the training set: one batch an epoch, none dropped (trainables/loaders.py drop_last)
     return TrialConfig.from_flat({
@@ -136,7 +119,8 @@ class KilledAfterFirstEpoch(LocalReporter):
 
 
 def test_images_seen_skip_the_corrupt_sample_and_a_resumed_trial_continues_its_counters(shared_data, tmp_path):
-    layout, broken = coco_with_a_corrupt_image(shared_data, tmp_path / "coco")
+    broken = coco_with_unreadable_images(shared_data, tmp_path / "coco")
+    layout = resolve("coco", tmp_path / "coco")
     persons = len(load_records(str(layout.train.ann), str(layout.train.images), get("coco").skeleton))
     assert broken > 0 and persons > broken
     trained = persons - broken  # every sample but the unreadable image's, each epoch

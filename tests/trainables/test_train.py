@@ -1,10 +1,10 @@
 """One trial trains and is scored on each real dataset's official layout (built from the fixtures), without Ray."""
-import json
 import logging
 import shutil
 
 import pytest
 
+from conftest import coco_with_unreadable_images
 from datasets.layouts import resolve
 from trainables.config import TrialConfig
 from trainables.runtime import LocalReporter
@@ -58,19 +58,7 @@ def test_detector_boxes_evaluate_the_val_split(real_layouts, shared_data, tmp_pa
 def test_unreadable_images_are_skipped_counted_and_reported(shared_data, tmp_path, caplog):
     """One image corrupt, one missing: their persons are skipped in training and evaluation, the run finishes."""
     root = tmp_path / "coco"
-    (root / "annotations").mkdir(parents=True)
-    images = root / "val2017"
-    images.mkdir()
-    for name in ("000000000785.jpg", "000000040083.jpg"):
-        shutil.copy(shared_data / "coco" / name, images / name)
-    (images / "000000196141.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    # 000000197388.jpg is missing altogether
-    for split in ("train2017", "val2017"):
-        (root / "annotations" / f"person_keypoints_{split}.json").symlink_to(shared_data / "coco/test_coco.json")
-    (root / "train2017").symlink_to(images)
-    data = json.loads((shared_data / "coco/test_coco.json").read_text())
-    broken_ids = {i["id"] for i in data["images"] if i["file_name"] in ("000000196141.jpg", "000000197388.jpg")}
-    broken = sum(1 for a in data["annotations"] if a["image_id"] in broken_ids and a["num_keypoints"] > 0)
+    broken = coco_with_unreadable_images(shared_data, root, missing=("000000197388.jpg",))
     assert broken > 0
 
     reporter = LocalReporter(tmp_path / "trial")
