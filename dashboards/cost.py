@@ -38,6 +38,17 @@ def pareto_front(points: list[Point], cost: str) -> list[Point]:
     return sorted(front, key=lambda p: (p.cost[cost], -p.score, p.name))
 
 
+def label_offsets(front: list[Point], cost: str, line_pt: float = 9.0) -> list[tuple[Point, float]]:
+    """(point, its name's height above the marker in points): names of points at the same place (trials that tie,
+    as equal epochs give equal FLOPs) stacked one line apart instead of printed over each other."""
+    seen: dict[tuple[float, float], int] = {}
+    out = []
+    for p in front:
+        row = seen[(p.cost[cost], p.score)] = seen.get((p.cost[cost], p.score), -1) + 1
+        out.append((p, 3.0 + line_pt * row))
+    return out
+
+
 def trial_costs(client, search: Search) -> dict[str, dict[str, float]]:
     """{run id: {`cost/...` counter: the trial's final (latest) value}} for every trial of `search`, read from its
     MLflow run (the per-epoch `cost/epoch/...` values left out)."""
@@ -73,8 +84,8 @@ def cost_figure(search: Search, points: list[Point], out) -> Figure:
         ax.step([p.cost[key] for p in front], [p.score for p in front], where="post", color="#c44e52", lw=1.2)
         ax.scatter([p.cost[key] for p in front], [p.score for p in front], s=36, color="#c44e52",
                    label="Pareto front (max score, min cost)", zorder=3)
-        for p in front:
-            ax.annotate(p.name, (p.cost[key], p.score), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for p, rise in label_offsets(front, key):
+            ax.annotate(p.name, (p.cost[key], p.score), fontsize=7, xytext=(3, rise), textcoords="offset points")
         values = [p.cost[key] for p in have if p.cost[key] > 0]
         if values and max(values) > 30 * min(values):  # trials stopped at the grace period next to full ones
             ax.set_xscale("log")

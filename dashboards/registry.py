@@ -5,7 +5,10 @@ Registering is idempotent: a version made from the same run is found again (its 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -13,6 +16,21 @@ from mlflow.tracking import MlflowClient
 
 from dashboards.search_data import Search, Trial
 from search.stores import REPO_ROOT
+
+# What mlflow's registration prints to stderr on every run (report.py says what it registered in its own words).
+REGISTRATION_CHATTER = ("Successfully registered model ", "Created version '", "Registered model ")
+
+
+@contextlib.contextmanager
+def without_registration_chatter():
+    """stderr without MLflow's registration lines; every other line written meanwhile still reaches it."""
+    caught = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(caught):
+            yield
+    finally:
+        sys.stderr.writelines(line for line in caught.getvalue().splitlines(keepends=True)
+                              if not line.startswith(REGISTRATION_CHATTER))
 
 
 
@@ -72,7 +90,7 @@ def register_best_model(client: MlflowClient, search: Search, trial: Trial) -> d
     scores = {k: v for k, v in trial.at_best(search.metric).items() if k != "epoch"}
     mlflow.set_tracking_uri(client.tracking_uri)
     ended = client.get_run(trial.run_id).info  # reopening the run below would restamp its status and end time
-    with mlflow.start_run(run_id=trial.run_id):
+    with mlflow.start_run(run_id=trial.run_id), without_registration_chatter():
         info = mlflow.pytorch.log_model(
             model, name="model", input_example=input_example(cfg), registered_model_name=name,
             # The nn.Module itself (torch.export would fix the batch size to the example's); it refers to

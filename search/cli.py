@@ -170,10 +170,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, flag) is None:
             setattr(args, flag, getattr(budget, flag))
     args.grace_period = min(args.grace_period, args.epochs)
+    if "grace_period" in args.explicit and args.scheduler != "asha":
+        parser.error(f"--grace-period applies to --scheduler asha, not {args.scheduler}")
     if args.scheduler in ("pbt", "pb2"):
-        if args.space != "lja" or args.searcher == "grid" or args.multi_objective:
+        needs = {"--space lja": args.space != "lja", "--searcher tpe or random (the initial population)":
+                 args.searcher == "grid", "one objective, not --multi-objective": args.multi_objective}
+        if missing := [need for need, broken in needs.items() if broken]:
             parser.error(f"--scheduler {args.scheduler} perturbs the lja space's λ, LJA and learning rate: it needs "
-                         "--space lja, --searcher tpe or random (the initial population) and one objective")
+                         + "; ".join(missing))
         # (a --resume takes its epochs from the search it continues: its run.py compares the flags given with them)
         if args.perturbation_interval and args.perturbation_interval >= args.epochs and not args.resume:
             parser.error(f"--perturbation-interval {args.perturbation_interval} must be less than --epochs "

@@ -23,7 +23,8 @@ from search.cli import (DEFAULT_BUDGET, REAL_DATA_BUDGET, SMOKE_BUDGET, Budget, 
 from search.masking import MaskedSecret, keep_optuna_storage, mask_uri, reveal
 from search.spaces import SPACES
 from search.stores import default_optuna_storage, environment_problems, experiment_dir, run_registry_path, tracking_uri
-from search.tuner import record_settings, restore_settings, resume_conflicts, run_search, search_finished
+from search.settings import record_settings, restore_settings, resume_conflicts, search_finished
+from search.tuner import run_search
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -1,5 +1,6 @@
 """The search's Tune side: the trial driver (one Ray Train run per trial), the Optuna searcher and the early-stopping
-scheduler, the Tuner that runs them, the settings a `--resume` restores, and the end-of-search summary.
+scheduler, the Tuner that runs them (`--resume`: search/settings.py restores its settings), and the end-of-search
+summary.
 
 search/run.py parses the command line and calls `run_search`. Tune pickles the trainable, the searcher (with its
 define function from search/spaces.py), the callbacks (search/tracking.py) and `short_trial_name` into the
@@ -9,6 +10,7 @@ therefore stay as they are. (Experiments made while this code lived in search/ru
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -16,66 +18,27 @@ from datasets.meta import get as dataset_meta
 from datasets.meta import metric_name
 from search.masking import mask_uri
 from search.progress import best_first
-from search.spaces import SPACES, canonical
+from search.spaces import SPACES
 from search.stores import train_storage
 
 DRIVER_MEMORY_BYTES = 256 * 1024**2
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives every head node this resource, 1 of it
-
-# What a search is started with and `--resume` restores: flags given on resume cannot change a search half-way.
-RESUMED_SETTINGS = ("space", "num_samples", "time_budget_min", "epochs", "grace_period", "smoke", "seed", "metric",
-                    "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "gpu_augment", "max_concurrent",
-                    "dataset", "data_root", "train_root", "det_file", "model", "searcher", "scheduler",
-                    "multi_objective", "optuna_storage", "clean_metric", "recipe", "perturbation_interval")
-PATH_SETTINGS = ("data_root", "train_root", "det_file")  # the same file however it is spelled
-MASKED_SETTINGS = ("optuna_storage",)  # stored with their credentials masked (search/masking.py)
+RESOURCE_PRECISION = 1e-4  # Ray's unit of a fractional resource
 
 
-def record_settings(tracker, args) -> None:
-    """Keep the new search's settings in its run registry, for `--resume`; a URI's password is kept masked (the
-    resume is given it again: search/run.py)."""
-    with tracker.registry.editing() as data:
-        data["settings"] = {key: mask_uri(getattr(args, key)) if key in MASKED_SETTINGS else getattr(args, key)
-                            for key in RESUMED_SETTINGS}
+def driver_resources(max_concurrent: int):
+    """The trial driver's placement group: no CPU (it only waits on its TorchTrainer, whose workers hold the CPUs),
+    memory, and 1/`max_concurrent` of the head node's one HEAD_NODE_RESOURCE, so that at most `max_concurrent`
+    trials *run* at once (Ray rounds a share to RESOURCE_PRECISION: floored, or one more would fit). Tune's
+    max_concurrent_trials cannot do that for a population: it limits a Searcher's live trials (PBT's members stay
+    live while paused, and the population's generator is no Searcher, so Tune ignores it) - all members started at
+    once and their Train runs timed out waiting for the CPUs. A paused member releases its share. The drivers run on
+    the head: Ray Train's placement-group cleaner reads the dashboard's state API, which a cluster serves on the
+    head's 127.0.0.1 only (cluster.yaml), and the run registry beside the experiment lives there too."""
+    from ray import tune
 
-
-def restore_settings(tracker, args) -> bool:
-    """Set `args` to the settings the search was started with; False when the registry holds none. A space saved
-    under its old name (`pocc`, `tilting`) comes back under the current one."""
-    settings = tracker.registry.read()["settings"]
-    if not settings:
-        return False
-    for key in RESUMED_SETTINGS:
-        setattr(args, key, settings.get(key, getattr(args, key)))
-    args.space = canonical(args.space)
-    return True
-
-
-def resume_conflicts(tracker, given: dict) -> list[tuple[str, object, object]]:
-    """(setting, value given now, value the search was started with) for each flag given explicitly on `--resume`
-    that differs from the search's recorded settings: a resumed search cannot change them half-way."""
-    stored = tracker.registry.read()["settings"]
-    conflicts = []
-    for key, value in given.items():
-        if key not in RESUMED_SETTINGS or key not in stored:
-            continue
-        before = stored[key]
-        if key == "space":
-            value, before = canonical(value), canonical(before)
-        if key in MASKED_SETTINGS and value and before and before == mask_uri(before):
-            value, before = mask_uri(value), mask_uri(before)  # the real URL given again for a masked one
-        same = value == before or (key in PATH_SETTINGS and value and before
-                                   and os.path.realpath(value) == os.path.realpath(before))
-        if not same:
-            conflicts.append((key, value, before))
-    return conflicts
-
-
-def search_finished(tracker) -> bool:
-    """Whether the search's parent run ended normally: a `--resume` of it has nothing to do."""
-    parent = tracker.parent_run_id
-    return parent is not None and tracker.client.get_run(parent).info.status == "FINISHED"
-
+    share = max(RESOURCE_PRECISION, math.floor(1 / RESOURCE_PRECISION / max_concurrent) * RESOURCE_PRECISION)
+    return tune.PlacementGroupFactory([{"CPU": 0, "memory": DRIVER_MEMORY_BYTES, HEAD_NODE_RESOURCE: share}])
 
 def make_trial_driver(experiment_storage: str, metric: str, population: bool = False):
     """The Tune function trainable: one Ray Train run (TorchTrainer) per trial, reporting back to Tune (for
@@ -210,12 +173,8 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
     per_trial = args.workers_per_trial * args.cpus_per_worker
     max_concurrent = args.max_concurrent or max(1, cpus // per_trial)
 
-    # The trial driver only waits on its TorchTrainer: it reserves memory, not a CPU the workers need. It runs on the
-    # head node: Ray Train's placement-group cleaner reads the dashboard's state API, which a cluster serves on the
-    # head's 127.0.0.1 only (cluster.yaml), and the run registry beside the experiment lives there too.
-    driver = make_trial_driver(experiment_dir, args.metric, population)
-    trainable = tune.with_resources(driver, tune.PlacementGroupFactory(
-        [{"CPU": 0, "memory": DRIVER_MEMORY_BYTES, HEAD_NODE_RESOURCE: 0.001}]))
+    trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric, population),
+                                    driver_resources(max_concurrent))
     callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter()]
     if args.resume:
         console.line(f"resuming experiment {args.experiment} from {experiment_dir}")

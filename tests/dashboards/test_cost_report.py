@@ -1,7 +1,7 @@
 """dashboards/cost.py: the Pareto front of score against cost, and the figure the report embeds."""
 import json
 
-from dashboards.cost import Point, cost_figure, cost_points, pareto_front
+from dashboards.cost import Point, cost_figure, cost_points, label_offsets, pareto_front
 from dashboards.search_data import Search, Trial
 from dashboards.report import render_html
 
@@ -24,6 +24,13 @@ def test_pareto_front_keeps_the_non_dominated_trials_by_rising_cost():
     assert pareto_front([], "cost/flops") == [] and pareto_front(POINTS[-1:], "cost/flops") == []
     single = [point("only", 0.1, 5)]
     assert pareto_front(single, "cost/device_s") == single
+
+
+def test_names_of_tied_front_trials_are_stacked_not_printed_over_each_other():
+    front = pareto_front(POINTS, "cost/flops")  # b and f tie: the same FLOPs and score
+    offsets = {p.name: rise for p, rise in label_offsets(front, "cost/flops")}
+    assert offsets["b"] != offsets["f"] and abs(offsets["b"] - offsets["f"]) >= 9
+    assert offsets["a"] == offsets["c"] == offsets["d"] == min(offsets.values())
 
 
 def trial(name, occ_ap_by_epoch):

@@ -139,3 +139,16 @@ def test_old_space_and_method_names_read_as_the_current_ones():
     run = SimpleNamespace(info=SimpleNamespace(run_id="r", run_name="t", status="FINISHED"),
                           data=SimpleNamespace(tags={"trial_id": "t"}, params={"search.method": "tilting"}, metrics={}))
     assert trial_from_run(None, run).params["search.method"] == "targeted"
+
+
+def test_mlflows_registration_lines_are_dropped_from_stderr_and_other_lines_kept(capsys):
+    """dashboards/report.py says what it registered itself; MLflow's own registration prints are dropped."""
+    from mlflow.utils.logging_utils import eprint
+
+    from dashboards.registry import without_registration_chatter
+
+    with without_registration_chatter():
+        eprint("Successfully registered model 'e2e'.")
+        eprint("Created version '1' of model 'e2e'.")
+        eprint("a warning the user needs")
+    assert capsys.readouterr().err == "a warning the user needs\n"

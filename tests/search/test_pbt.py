@@ -93,9 +93,12 @@ def test_restored_optimizer_takes_the_new_configs_lr_and_keeps_its_decays(tmp_pa
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--space", "oasnet", "--scheduler", "pbt"], "needs --space lja"),
-    (["--space", "lja", "--scheduler", "pb2", "--searcher", "grid"], "needs --space lja"),
-    (["--space", "lja", "--scheduler", "pbt", "--multi-objective"], "one objective"),
+    (["--space", "oasnet", "--scheduler", "pbt"], "it needs --space lja\n"),  # only what is wrong is named
+    (["--space", "lja", "--scheduler", "pb2", "--searcher", "grid"], "it needs --searcher tpe or random"),
+    (["--space", "lja", "--scheduler", "pbt", "--multi-objective"], "it needs one objective, not --multi-objective"),
+    (["--space", "oasnet", "--scheduler", "pbt", "--multi-objective"], "--space lja; one objective"),
+    (["--space", "lja", "--scheduler", "pbt", "--grace-period", "2"], "--grace-period applies to --scheduler asha"),
+    (["--space", "lja", "--scheduler", "fifo", "--grace-period", "2"], "--grace-period applies to --scheduler asha"),
     (["--space", "lja", "--perturbation-interval", "2"], "applies to --scheduler pbt or pb2"),
     (["--space", "lja", "--scheduler", "pbt", "--perturbation-interval", "0"], "--perturbation-interval"),
     (["--space", "lja", "--scheduler", "pbt", "--perturbation-interval", "7"], "less than --epochs 6"),
@@ -121,6 +124,85 @@ def test_default_perturbation_interval_is_a_third_of_the_epochs():
     # a resumed search's epochs are its own (not yet read here): the same interval again is not refused
     assert parse_args(["--space", "lja", "--scheduler", "pbt", "--resume", "--experiment", "x",
                        "--perturbation-interval", "10"]).perturbation_interval == 10
+
+
+POPULATION_PROBE = """
+import json, os, sys, tempfile, time
+import ray
+from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from search import pbt, tuner
+from search.local_ray import init_kwargs
+
+log = sys.argv[1]
+
+def member(config):
+    started, epoch = time.time(), 0
+    if (restored := tune.get_checkpoint()) is not None:
+        epoch = int(open(os.path.join(restored.to_directory(), "epoch")).read())
+    while epoch < 3:
+        time.sleep(1.0)
+        epoch += 1
+        with open(log, "a") as f:
+            f.write(json.dumps([tune.get_context().get_trial_id(), started, time.time()]) + chr(10))
+        out = tempfile.mkdtemp()
+        open(os.path.join(out, "epoch"), "w").write(str(epoch))
+        tune.report({"epoch": epoch, "score": config["x"] * epoch}, checkpoint=tune.Checkpoint.from_directory(out))
+
+ray.init(num_cpus=2, **init_kwargs())
+scheduler = pbt.SynchPBT(time_attr="epoch", metric="score", mode="max", perturbation_interval=1, synch=True,
+                         hyperparam_mutations={"x": tune.uniform(0.0, 1.0)}, quantile_fraction=0.34)
+population = BasicVariantGenerator(points_to_evaluate=[{"x": v} for v in (.2, .5, .8)])  # as PopulationSearch
+grid = tune.Tuner(tune.with_resources(member, tuner.driver_resources(2)), param_space={"x": 0.5},
+                  tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=3, max_concurrent_trials=2,
+                                              search_alg=population),
+                  run_config=tune.RunConfig(storage_path=os.path.dirname(log), stop={"epoch": 3}, verbose=0)).fit()
+print(json.dumps(sorted(r.metrics["epoch"] for r in grid)))
+"""
+
+
+@pytest.mark.parametrize("concurrent", [1, 2, 3, 7, 64, 1000])
+def test_each_driver_holds_a_share_of_the_head_that_fits_exactly_max_concurrent_times(concurrent):
+    from search.tuner import HEAD_NODE_RESOURCE, RESOURCE_PRECISION, driver_resources
+
+    bundle, = driver_resources(concurrent).bundles
+    share = bundle[HEAD_NODE_RESOURCE]
+    assert bundle.get("CPU", 0) == 0 and round(share / RESOURCE_PRECISION, 9).is_integer()  # Ray's unit, not rounded up
+    assert share * concurrent <= 1.0 < share * (concurrent + 1)
+
+
+def most_running_at_once(intervals: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.e2e
+def test_a_population_larger_than_the_concurrent_trials_runs_that_many_at_once(tmp_path):
+    """Tune ignores max_concurrent_trials for the population's generator and counts a paused member as live, so
+    with the drivers' old token share of the head (0.001) all three members ran at once here (their Train runs then
+    timed out waiting for two CPUs); search/tuner.py driver_resources gives each 1/max_concurrent of the head. Three
+    members, 2 at a time, three epochs with a synchronous exploit after each: every member ends its last epoch and
+    at most 2 run at any moment (each run of a member: from its (re)start to its last report)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    log = tmp_path / "running.jsonl"
+    out = subprocess.run([sys.executable, "-c", POPULATION_PROBE, str(log)], cwd=tmp_path, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [3, 3, 3]
+    runs = {}
+    for trial, started, reported in map(json.loads, log.read_text().splitlines()):
+        runs[(trial, started)] = (started, max(reported, runs.get((trial, started), (0, 0))[1]))
+    assert most_running_at_once(list(runs.values())) == 2
 
 
 @pytest.mark.e2e

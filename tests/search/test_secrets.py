@@ -67,7 +67,7 @@ def test_settings_and_printed_commands_are_masked(tmp_path):
     from types import SimpleNamespace
 
     from search.stores import environment_problems, mlflow_ui_command
-    from search.tuner import RESUMED_SETTINGS, record_settings, resume_conflicts
+    from search.settings import RESUMED_SETTINGS, record_settings, resume_conflicts
 
     real = f"postgresql://u:{PLANTED}@h/db"
     assert PLANTED not in mlflow_ui_command(real)

@@ -70,8 +70,8 @@ def test_torn_registry_at_every_length(tmp_path, capsys):
 
 
 def test_resume_reads_a_torn_registry(tmp_path, capsys):
-    """The resume's first read (search/tuner.py restore_settings) on a registry cut inside its `best` section."""
-    from search.tuner import RESUMED_SETTINGS, restore_settings
+    """The resume's first read (search/settings.py restore_settings) on a registry cut inside its `best` section."""
+    from search.settings import RESUMED_SETTINGS, restore_settings
 
     text = full_registry(tmp_path / "whole.json").path.read_text()
     path = tmp_path / "exp.mlflow_runs.json"
