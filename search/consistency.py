@@ -9,7 +9,7 @@ running or KILLED: an interrupted search). A trial the time budget stopped is st
 finished in MLflow (tag `stopped_by`) and Optuna: it counts as finished with Tune's last result. A trial Tune never
 started has no MLflow run and counts as finished without a value. Under `--scheduler pbt`/`pb2` a trial's config
 changes as it trains: Optuna and MLflow hold its initial config, Tune its final one, which must be the last values
-MLflow logged (search/pbt.py `config_problems`).
+MLflow logged (`config_problems`).
 """
 from __future__ import annotations
 
@@ -114,9 +114,7 @@ def check(experiment: str, storage_path: str, uri: str | None = None) -> tuple[i
         except MaskedSecret as err:
             problems.append(f"cannot read the Optuna study: {err}")
 
-    if settings.get("scheduler") in ("pbt", "pb2"):  # a member's config changes: search/pbt.py's rule
-        from search.pbt import config_problems
-
+    if settings.get("scheduler") in ("pbt", "pb2"):  # a member's config changes as it trains
         problems += config_problems(where, runs, studies)
     for trial_id in sorted(set(tune) | set(runs) | {k for k in studies if k}):
         status, last = tune.get(trial_id, (None, {}))
@@ -185,3 +183,36 @@ def report(experiment: str, storage_path: str, uri: str | None = None, out=None)
     for line in problems:
         print(f"  {line}", file=out, flush=True)
     return False
+
+
+def config_problems(where: str, runs: dict, studies: dict) -> list[str]:
+    """The books' rule for a population search (`--scheduler pbt`/`pb2`, search/pbt.py): a member's study trial params and
+    its MLflow run's params are its *initial* config, the same numbers; Tune's config of its last result is its
+    *final* one, which for each perturbed key equals the last `hparam/<key>` its run logged (the initial value if
+    it trained no epoch). (A trial exploited just before the time budget stopped it holds a config it never trained
+    with: its last result's config is the one compared.)
+    `runs` / `studies`: {Tune trial id: its MLflow runs / study trials}. One line per value that breaks the rule;
+    trials missing from a book, or in it twice, are the state check's to report."""
+    from ray.tune import ExperimentAnalysis
+
+    from search.pbt import HPARAM_PREFIX, PERTURBED
+
+    def differ(a, b) -> bool:
+        return a is None or b is None or not math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-12)
+
+    problems = []
+    for trial in ExperimentAnalysis(where).trials:
+        trial_runs, members = runs.get(trial.trial_id, []), studies.get(trial.trial_id, [])
+        if len(trial_runs) != 1 or len(members) != 1:
+            continue
+        params, metrics, initial = trial_runs[0].data.params, trial_runs[0].data.metrics, members[0].params
+        config = (trial.last_result or {}).get("config") or trial.config
+        for key, value in sorted(initial.items()):
+            if differ(value, params.get(key)):
+                problems.append(f"{trial.trial_id}: initial {key}: Optuna {value} | MLflow {params.get(key)}")
+        for key in PERTURBED:
+            final = metrics.get(HPARAM_PREFIX + key, initial.get(key))
+            if key in config and differ(config[key], final):
+                problems.append(f"{trial.trial_id}: final {key}: Tune {config[key]} | MLflow last "
+                                f"{HPARAM_PREFIX + key} {final}")
+    return problems

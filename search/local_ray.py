@@ -72,4 +72,7 @@ def init_kwargs() -> dict:
     own_state_api(port)
     # "local": a Ray of its own even where RAY_ADDRESS or /tmp/ray/ray_current_cluster (written by `ray start` and
     # by ray.cluster_utils) names another one; without it ray.init() joins that instance, another search's included.
-    return {"address": "local", "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+    from search.tuner import HEAD_TRIAL_SLOTS, TRIAL_SLOTS  # each trial driver holds its share (driver_resources)
+
+    return {"address": "local", "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+            "resources": {TRIAL_SLOTS: HEAD_TRIAL_SLOTS}}

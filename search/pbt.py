@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import uuid
 import warnings
 from dataclasses import dataclass
 
@@ -91,7 +92,35 @@ class _NeverStalls:
     """Synchronous PBT waits at each perturbation epoch for every live member; a member that a trial's last epoch
     ended (the stop criterion, which Tune applies before the scheduler) or that a `--resume` restarted behind
     can leave the others paused at that epoch with nobody running to complete it. Then the paused member furthest
-    behind runs on (Tune's own choice returns None there and the search would wait for ever)."""
+    behind runs on (Tune's own choice returns None there and the search would wait for ever).
+
+    A `--resume` restores Tune's trials but not the scheduler's state: each restored member's is rebuilt from its
+    last result (epoch, score; its last perturbation at the interval's multiple at or below that epoch), so that
+    the population syncs at the next such epoch of the member furthest behind; a member not yet restarted offers
+    its restored checkpoint to be exploited (Tune would ask a trial without an actor to save, and skip the exploit).
+    Without it every member counted as at epoch 0: one restored ahead was ended by its last epoch while the others
+    were paused and exploited alone."""
+
+    def on_trial_add(self, tune_controller, trial):
+        super().on_trial_add(tune_controller, trial)
+        epoch = (trial.last_result or {}).get(self._time_attr)
+        if epoch and self._metric in trial.last_result:
+            state = self._trial_state[trial]
+            state.last_result, state.last_train_time = trial.last_result, int(epoch)
+            state.last_score = self._metric_op * trial.last_result[self._metric]
+            state.last_perturbation_time = int(epoch) // self._perturbation_interval * self._perturbation_interval
+            restored = [s.last_perturbation_time for t, s in self._trial_state.items()
+                        if s.last_result is not None and not t.is_finished()]
+            self._next_perturbation_sync = min(restored, default=state.last_perturbation_time) + \
+                self._perturbation_interval
+
+    def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile):
+        from ray.tune.experiment import Trial
+
+        if trial in upper_quantile and trial.status == Trial.PENDING and trial.checkpoint is not None:
+            self._trial_state[trial].last_checkpoint = trial.checkpoint  # restored, not started since
+            return
+        super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
 
     def choose_trial_to_run(self, tune_controller):
         from ray.tune.experiment import Trial
@@ -235,39 +264,6 @@ def setup(args, base, callbacks: list) -> tuple:
     return searcher, make_scheduler(args, base.optim.lr), run_settings
 
 
-def config_problems(where: str, runs: dict, studies: dict) -> list[str]:
-    """The books' rule for a population search (search/consistency.py runs it): a member's study trial params and
-    its MLflow run's params are its *initial* config, the same numbers; Tune's config of its last result is its
-    *final* one, which for each perturbed key equals the last `hparam/<key>` its run logged (the initial value if
-    it trained no epoch). (A trial exploited just before the time budget stopped it holds a config it never trained
-    with: its last result's config is the one compared.)
-    `runs` / `studies`: {Tune trial id: its MLflow runs / study trials}. One line per value that breaks the rule;
-    trials missing from a book, or in it twice, are the state check's to report."""
-    import math
-
-    from ray.tune import ExperimentAnalysis
-
-    def differ(a, b) -> bool:
-        return a is None or b is None or not math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-12)
-
-    problems = []
-    for trial in ExperimentAnalysis(where).trials:
-        trial_runs, members = runs.get(trial.trial_id, []), studies.get(trial.trial_id, [])
-        if len(trial_runs) != 1 or len(members) != 1:
-            continue
-        params, metrics, initial = trial_runs[0].data.params, trial_runs[0].data.metrics, members[0].params
-        config = (trial.last_result or {}).get("config") or trial.config
-        for key, value in sorted(initial.items()):
-            if differ(value, params.get(key)):
-                problems.append(f"{trial.trial_id}: initial {key}: Optuna {value} | MLflow {params.get(key)}")
-        for key in PERTURBED:
-            final = metrics.get(HPARAM_PREFIX + key, initial.get(key))
-            if key in config and differ(config[key], final):
-                problems.append(f"{trial.trial_id}: final {key}: Tune {config[key]} | MLflow last "
-                                f"{HPARAM_PREFIX + key} {final}")
-    return problems
-
-
 def hparam_metrics(config: dict) -> dict[str, float]:
     """{`hparam/<key>`: value} of every perturbed key in a trial's (current) config."""
     return {HPARAM_PREFIX + key: float(config[key]) for key in PERTURBED if key in config}
@@ -293,11 +289,13 @@ class ForwardToDriver(UserCallback):
 
 
 def make_trial_driver(trainer_settings):
-    """The PBT trial driver: one Ray Train run per (re)start of a trial, reporting each epoch to Tune with its
-    checkpoint. A trial started from a Tune checkpoint (its own after a pause or a `--resume`, or a donor's after
-    an exploit) starts a new Train run named after that checkpoint - the trial's stable name would resume its own
-    old Train checkpoint - from that checkpoint, with the trial's current config: trainables/train.py applies its
-    learning rate to the restored optimiser, and λ and LJA are built from it."""
+    """The PBT trial driver: one new Ray Train run per (re)start of a trial, reporting each epoch to Tune with its
+    checkpoint, and started from Tune's checkpoint of the trial (its own after a pause or a `--resume`, a donor's
+    after an exploit; none: from scratch) with the trial's current config: trainables/train.py applies its learning
+    rate to the restored optimiser, and λ and LJA are built from it. Each run's name is new (the checkpoint it
+    starts from and a random suffix): Tune's checkpoint is the one a member continues. A run named as an earlier
+    one would resume that run's own checkpoint, which can be an epoch newer than Tune's (a Ctrl-C between the two),
+    and report that epoch again without a checkpoint: the member was restarted from its older one at every pause."""
 
     def run_trial(config: dict) -> None:
         from ray.train.torch import TorchTrainer
@@ -315,6 +313,7 @@ def make_trial_driver(trainer_settings):
             name = f"{trial_id}_from_{origin['trial_id']}_e{restored_epoch}"
             donor = origin["trial_id"] if origin["trial_id"] != trial_id else None
             train_config[START_FROM_KEY] = start
+        name += f"_{uuid.uuid4().hex[:8]}"
         items, acks = Queue(1, actor_options={"num_cpus": 0}), Queue(1, actor_options={"num_cpus": 0})
         trainer = TorchTrainer(ray_train_loop, train_loop_config=train_config, **trainer_settings(
             config, name, [ForwardToDriver(items, acks)]))

@@ -101,13 +101,15 @@ class Board:
 
     # -- events ---------------------------------------------------------------------------------------------------
 
-    def start(self, trial_id: str, config: dict) -> None:
+    def start(self, trial_id: str, config: dict, epoch: int | None = None) -> None:
+        """`epoch`: the last epoch Tune has of the trial (a trial restored by `--resume` has one before this
+        process saw any)."""
         with self._lock:
             row = self.rows.get(trial_id)
-            restarted = row is not None
+            restarted = row is not None or bool(epoch)
             if row is None:
                 self.rows[trial_id] = row = Row(trial_id, self.searched(config))
-            row.state = "running"
+            row.state, row.epoch = "running", max(row.epoch, int(epoch or 0))
         if restarted:  # after a pause, an exploit (PBT: the config it goes on with, not its first) or a resume
             now = params_text(self.searched(config)) or "(base config)"
             self.console.line(f"[{trial_id}] continues after epoch {row.epoch}: {now}")
@@ -210,7 +212,7 @@ class ProgressPrinter(tune.Callback):
         return _board
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._board().start(trial.trial_id, trial.config)
+        self._board().start(trial.trial_id, trial.config, (trial.last_result or {}).get("epoch"))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._board().result(trial.trial_id, trial.config, result)

@@ -10,7 +10,6 @@ therefore stay as they are. (Experiments made while this code lived in search/ru
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -23,22 +22,28 @@ from search.stores import train_storage
 
 DRIVER_MEMORY_BYTES = 256 * 1024**2
 HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray gives every head node this resource, 1 of it
-RESOURCE_PRECISION = 1e-4  # Ray's unit of a fractional resource
+# A logical resource that only the head declares (search/local_ray.py; cluster.yaml's head node type) and only trial
+# drivers use: each holds HEAD_TRIAL_SLOTS // max_concurrent of it, so exactly max_concurrent fit (n(n+1) <= slots).
+TRIAL_SLOTS, HEAD_TRIAL_SLOTS = "occpose_trial_slots", 1_000_000
 
 
-def driver_resources(max_concurrent: int):
+def driver_resources(max_concurrent: int, slots: bool = True):
     """The trial driver's placement group: no CPU (it only waits on its TorchTrainer, whose workers hold the CPUs),
-    memory, and 1/`max_concurrent` of the head node's one HEAD_NODE_RESOURCE, so that at most `max_concurrent`
-    trials *run* at once (Ray rounds a share to RESOURCE_PRECISION: floored, or one more would fit). Tune's
-    max_concurrent_trials cannot do that for a population: it limits a Searcher's live trials (PBT's members stay
-    live while paused, and the population's generator is no Searcher, so Tune ignores it) - all members started at
-    once and their Train runs timed out waiting for the CPUs. A paused member releases its share. The drivers run on
-    the head: Ray Train's placement-group cleaner reads the dashboard's state API, which a cluster serves on the
-    head's 127.0.0.1 only (cluster.yaml), and the run registry beside the experiment lives there too."""
+    memory, a token of HEAD_NODE_RESOURCE (the drivers run on the head: Ray Train's placement-group cleaner reads the
+    dashboard's state API, which a cluster serves on the head's 127.0.0.1 only, and the run registry beside the
+    experiment lives there too) and, with `slots` (the cluster declares TRIAL_SLOTS), 1/`max_concurrent` of the
+    trial slots, so that at most `max_concurrent` trials *run* at once. Tune's max_concurrent_trials cannot do that
+    for a population: it limits a Searcher's live trials (a paused PBT member stays live, and the population's
+    generator is no Searcher, so Tune ignores it); all members started at once and their Train runs timed out
+    waiting for the CPUs. A paused member releases its slots. (Not shares of HEAD_NODE_RESOURCE itself: Ray Train's
+    own head actors need 0.001 of it each, and drivers holding all of it left them unschedulable.)"""
     from ray import tune
 
-    share = max(RESOURCE_PRECISION, math.floor(1 / RESOURCE_PRECISION / max_concurrent) * RESOURCE_PRECISION)
-    return tune.PlacementGroupFactory([{"CPU": 0, "memory": DRIVER_MEMORY_BYTES, HEAD_NODE_RESOURCE: share}])
+    bundle = {"CPU": 0, "memory": DRIVER_MEMORY_BYTES, HEAD_NODE_RESOURCE: 0.001}
+    if slots:
+        bundle[TRIAL_SLOTS] = HEAD_TRIAL_SLOTS // max_concurrent
+    return tune.PlacementGroupFactory([bundle])
+
 
 def make_trial_driver(experiment_storage: str, metric: str, population: bool = False):
     """The Tune function trainable: one Ray Train run (TorchTrainer) per trial, reporting back to Tune (for
@@ -173,8 +178,12 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
     per_trial = args.workers_per_trial * args.cpus_per_worker
     max_concurrent = args.max_concurrent or max(1, cpus // per_trial)
 
+    slots = ray.cluster_resources().get(TRIAL_SLOTS, 0) >= HEAD_TRIAL_SLOTS
+    if not slots and population and args.num_samples > max_concurrent:
+        console.line(f"warning: this Ray cluster's head declares no {TRIAL_SLOTS} (cluster.yaml does): all "
+                     f"{args.num_samples} members may start at once, beyond --max-concurrent {max_concurrent}")
     trainable = tune.with_resources(make_trial_driver(experiment_dir, args.metric, population),
-                                    driver_resources(max_concurrent))
+                                    driver_resources(max_concurrent, slots))
     callbacks = [MLflowTrialCallback(tracker, base_flat, args.metric), ProgressPrinter()]
     if args.resume:
         console.line(f"resuming experiment {args.experiment} from {experiment_dir}")

@@ -159,6 +159,11 @@ def test_head_node_runs_no_trials(config):
     assert head["resources"].get("GPU", 0) == 0
     assert not ACCELERATED_FAMILY.match(head["node_config"]["InstanceType"]), "the head needs no accelerator"
     assert head.get("max_workers", 0) == 0 and head.get("min_workers", 0) == 0
+    from search.tuner import HEAD_TRIAL_SLOTS, TRIAL_SLOTS  # the trial drivers' shares (search/tuner.py)
+
+    assert head["resources"].get(TRIAL_SLOTS) == HEAD_TRIAL_SLOTS
+    assert all(TRIAL_SLOTS not in kind.get("resources", {}) for name, kind in config["available_node_types"].items()
+               if name != config["head_node_type"]), "drivers on a worker would not reach the head's state API"
 
 
 def test_gpu_worker_types_are_bounded_and_described(config):

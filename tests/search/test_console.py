@@ -77,6 +77,11 @@ def test_a_restarted_trial_prints_the_config_it_goes_on_with():
     lines = out.getvalue().splitlines()
     assert lines[-1] == "[aaaa1111] continues after epoch 1: lja.p=0.8 loss.lambda_max=0.776"
     assert board.rows["aaaa1111"].params == {"loss.lambda_max": 0.25}
+    # a --resume's process sees a restored member first at its restart: the epoch Tune has of it, not 0
+    board.start("cccc3333", {"loss.lambda_max": 0.5}, epoch=2)
+    assert out.getvalue().splitlines()[-1] == "[cccc3333] continues after epoch 2: loss.lambda_max=0.5"
+    board.start("dddd4444", {"loss.lambda_max": 0.5}, epoch=None)
+    assert out.getvalue().splitlines()[-1] == "[dddd4444] started: loss.lambda_max=0.5"
 
 
 def test_board_table_has_a_row_per_trial_with_epoch_eta_and_the_best_marked():

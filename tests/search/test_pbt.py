@@ -161,14 +161,16 @@ print(json.dumps(sorted(r.metrics["epoch"] for r in grid)))
 """
 
 
-@pytest.mark.parametrize("concurrent", [1, 2, 3, 7, 64, 1000])
-def test_each_driver_holds_a_share_of_the_head_that_fits_exactly_max_concurrent_times(concurrent):
-    from search.tuner import HEAD_NODE_RESOURCE, RESOURCE_PRECISION, driver_resources
+@pytest.mark.parametrize("concurrent", [1, 2, 3, 7, 64, 999])
+def test_each_driver_holds_a_share_of_the_trial_slots_that_fits_exactly_max_concurrent_times(concurrent):
+    from search.local_ray import init_kwargs
+    from search.tuner import HEAD_NODE_RESOURCE, TRIAL_SLOTS, driver_resources
 
+    declared = init_kwargs()["resources"][TRIAL_SLOTS]  # what a local search's Ray has (cluster.yaml's head too)
     bundle, = driver_resources(concurrent).bundles
-    share = bundle[HEAD_NODE_RESOURCE]
-    assert bundle.get("CPU", 0) == 0 and round(share / RESOURCE_PRECISION, 9).is_integer()  # Ray's unit, not rounded up
-    assert share * concurrent <= 1.0 < share * (concurrent + 1)
+    assert bundle.get("CPU", 0) == 0 and bundle[HEAD_NODE_RESOURCE] == 0.001  # Ray Train's head actors need the rest
+    assert bundle[TRIAL_SLOTS] * concurrent <= declared < bundle[TRIAL_SLOTS] * (concurrent + 1)
+    assert TRIAL_SLOTS not in driver_resources(concurrent, slots=False).bundles[0]  # a cluster without them
 
 
 def most_running_at_once(intervals: list[tuple[float, float]]) -> int:
@@ -216,9 +218,10 @@ def test_pbt_smoke_search_exploits_records_its_schedule_and_resumes_after_ctrl_c
     common = ["--space", "lja", "--smoke", "--storage-path", tmp_path / "ray", "--experiment", "pop"]
     proc = search_cli.start(*common, "--scheduler", "pbt", "--num-samples", "2", "--epochs", "3",
                             "--perturbation-interval", "1")
-    wait_for_line(proc, "] epoch 2:", timeout=900)  # epoch 2 follows the exploit at epoch 1
+    before = wait_for_line(proc, "] epoch 2:", timeout=900)  # epoch 2 follows the exploit at epoch 1
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=300)
+    output = "".join(before) + output
     assert proc.returncode == 130, output[-3000:]
 
     resumed = search_cli.run(*common, "--resume", timeout=900)
@@ -234,9 +237,14 @@ def test_pbt_smoke_search_exploits_records_its_schedule_and_resumes_after_ctrl_c
     def history(run, name):
         return {m.step: m.value for m in client.get_metric_history(run.info.run_id, name)}
 
+    # Each epoch trained once: its metrics logged once (a member restarted behind its own checkpoint, or from a
+    # donor's older one, would log an epoch's step again) and the console shows it once over both runs.
+    for run in runs:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/AP")) == [1, 2, 3]
+    shown = re.findall(r"^\[(\w+)\] epoch (\d+):", output + resumed.stdout, flags=re.M)
+    assert len(shown) == len(set(shown)) == 6, shown
     exploits = 0
     for run in runs:
-        assert sorted(history(run, "val/AP")) == [1, 2, 3]
         hparams = {key: history(run, f"hparam/{key}") for key in pbt.PERTURBED}
         assert all(sorted(h) == [1, 2, 3] for h in hparams.values())
         assert run.data.params["loss.schedule"] == "constant"
