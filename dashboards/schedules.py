@@ -62,7 +62,8 @@ def learned_schedules(client, search, out: Path) -> Figure:
             for t in best}
     if not any(points for schedules in data.values() for points in schedules.values()):
         return Figure("schedules", title, None, "no trial logged hparam/ metrics (a search made before they were)")
-    epochs = max(e for schedules in data.values() for points in schedules.values() for e, _, _ in points)
+    epochs = training_epochs(search.parent_params, max(e for schedules in data.values()
+                                                       for points in schedules.values() for e, _, _ in points))
     fig, (ax_lambda, ax_occ) = plt.subplots(1, 2, figsize=(11, 3.8))
     hand = LossConfig()  # the paper point's λ_max and the schedules' own defaults (step at half-way, ...)
     hand.lambda_max = 0.25
@@ -80,10 +81,18 @@ def learned_schedules(client, search, out: Path) -> Figure:
     ax_lambda.set(xlabel="training progress t", ylabel="λ (DSL limb-loss weight)", title="λ(t)")
     ax_occ.set(xlabel="training progress t", ylabel="value", title="LJA occlusion strength")
     for ax in (ax_lambda, ax_occ):
+        ax.set_xlim(0, 1)  # the whole training, however far the population got
         ax.legend(fontsize=7)
     note = (f"Best {len(best)} trials by their final {search.metric}; each curve follows the model through its "
             "exploits (the donor's values before it). Dashed: the paper's hand-made schedules at λ_max = 0.25.")
     return _save(fig, out / "learned_schedules.png", Figure("schedules", title, None, note, data=data))
+
+
+def training_epochs(parent_params: dict, trained: int) -> int:
+    """The epochs t = 1 stands for: those each trial was set to train (the parent run's `base.optim.epochs`), as
+    the hand-made schedules' t does - a time budget may stop the population before its end - or, for a search
+    whose parent run lacks it, the most any shown trial `trained`."""
+    return max(int(float(parent_params.get("base.optim.epochs") or trained)), trained)
 
 
 def _steps(ax, points, epochs: int, **style) -> None:

@@ -1,5 +1,5 @@
 """dashboards/schedules.py: a PBT model's schedule follows its lineage through exploits."""
-from dashboards.schedules import lineage
+from dashboards.schedules import _steps, lineage, training_epochs
 
 
 def test_lineage_takes_the_donors_values_before_each_exploit():
@@ -15,3 +15,15 @@ def test_lineage_takes_the_donors_values_before_each_exploit():
     assert lineage(histories, 1, "lja.p", until=1) == [(1, 0.5, 1)]  # before its own exploit: its own
     # A donor whose run is not in the books: its epochs are left out rather than guessed.
     assert lineage({0: histories[0]}, 0, "lja.p") == [(3, 0.3, 0), (4, 0.4, 0)]
+
+
+def test_a_population_the_time_budget_stopped_spans_its_share_of_the_training():
+    """Set to 6 epochs, stopped by the budget after 3: its λ(t) ends at t = 0.5, where the hand-made schedules'
+    t = 0.5 is (it ended at t = 1 before, stretched over the epochs it trained)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    _steps(ax, [(1, 0.25, 0), (2, 0.25, 0), (3, 0.2, 2)], training_epochs({"base.optim.epochs": "6"}, trained=3))
+    assert list(ax.lines[0].get_xdata()) == [0.0, 1 / 6, 2 / 6, 0.5]
+    plt.close(fig)
+    assert training_epochs({}, trained=4) == 4 and training_epochs({"base.optim.epochs": "3"}, trained=4) == 4
