@@ -34,7 +34,7 @@ from ray.tune.schedulers.pb2 import PB2
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from search.masking import mask_uri
-from search.spaces import lja_space
+from search.spaces import SPACES, lja_space
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,7 @@ class _NeverStalls:
     last result (epoch, score; its last perturbation at the interval's multiple at or below that epoch), so that
     the population syncs at the next such epoch of the member furthest behind; a member not yet restarted offers
     its restored checkpoint to be exploited (Tune would ask a trial without an actor to save, and skip the exploit).
-    Without it every member counted as at epoch 0: one restored ahead was ended by its last epoch while the others
-    were paused and exploited alone."""
+    (Without it every member counted as at epoch 0.)"""
 
     def on_trial_add(self, tune_controller, trial):
         super().on_trial_add(tune_controller, trial)
@@ -253,8 +252,6 @@ warnings.filterwarnings("ignore", message="Consider boosting PBT performance", c
 def setup(args, base, callbacks: list) -> tuple:
     """(searcher, scheduler, extra tune.RunConfig settings) of a population search from the base trial config
     `base` (FIXED already applied); its Tune callback is appended to `callbacks`."""
-    from search.spaces import SPACES
-
     configs, study_ids = initial_population(args, SPACES[args.space].paper_points, base.optim.lr)
     searcher = PopulationSearch(configs, study_ids, args.experiment, args.optuna_storage)
     # 3 checkpoints kept (PBT warns below): a donor's outlives the exploit copying it. A trial's last epoch ends it
@@ -329,10 +326,13 @@ def make_trial_driver(trainer_settings):
                     items.put(None)
 
         threading.Thread(target=fit, name=f"train-{trial_id}", daemon=True).start()
+        reported = restored_epoch
         while (item := items.get()) is not None:
             metrics, checkpoint = item
-            # The restored epoch, reported once more by fit(): Tune already has it (a donor's, for an exploit).
-            if int(metrics.get("epoch", 0)) > restored_epoch:
+            # An epoch Tune has, reported once more by fit() after a restore: the one this run started from (a
+            # donor's, for an exploit) or, after a Train worker restart within the run, the run's own last.
+            if int(metrics.get("epoch", 0)) > reported:
+                reported = int(metrics["epoch"])
                 metrics |= hparam_metrics(config)
                 if donor is not None:
                     metrics |= {DONOR_METRIC: float(trial_index(donor)), DONOR_EPOCH_METRIC: float(restored_epoch)}
