@@ -116,6 +116,8 @@ def check(experiment: str, storage_path: str, uri: str | None = None) -> tuple[i
 
     if settings.get("scheduler") in ("pbt", "pb2"):  # a member's config changes as it trains
         problems += config_problems(where, runs, studies)
+    parent = registry.get("parent")
+    search_ended = bool(parent) and client.get_run(parent).info.status == "FINISHED"
     for trial_id in sorted(set(tune) | set(runs) | {k for k in studies if k}):
         status, last = tune.get(trial_id, (None, {}))
         trial_runs = runs.get(trial_id, [])
@@ -126,6 +128,8 @@ def check(experiment: str, storage_path: str, uri: str | None = None) -> tuple[i
             "MLflow": _mlflow_record(trial_runs, metrics, never_started),
             "Optuna": _optuna_record(studies.get(trial_id, [])),
         }
+        if never_started and books["Optuna"].state == "unfinished" and not search_ended:
+            books["Optuna"] = Record("finished")  # a member asked for, not started yet: settle_study ends it
         if not books["Tune"].agrees(books["MLflow"]) or not books["Tune"].agrees(books["Optuna"]):
             problems.append(f"{trial_id}: " + " | ".join(f"{name} {record}" for name, record in books.items()))
     return len(tune), problems

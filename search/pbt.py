@@ -101,6 +101,8 @@ class _NeverStalls:
     (Without it every member counted as at epoch 0.)"""
 
     def on_trial_add(self, tune_controller, trial):
+        from ray.tune.experiment import Trial
+
         super().on_trial_add(tune_controller, trial)
         epoch = (trial.last_result or {}).get(self._time_attr)
         if epoch and self._metric in trial.last_result:
@@ -108,10 +110,15 @@ class _NeverStalls:
             state.last_result, state.last_train_time = trial.last_result, int(epoch)
             state.last_score = self._metric_op * trial.last_result[self._metric]
             state.last_perturbation_time = int(epoch) // self._perturbation_interval * self._perturbation_interval
-            restored = [s.last_perturbation_time for t, s in self._trial_state.items()
-                        if s.last_result is not None and not t.is_finished()]
-            self._next_perturbation_sync = min(restored, default=state.last_perturbation_time) + \
-                self._perturbation_interval
+            self._resumed = True
+            if trial.status == Trial.PENDING and trial.checkpoint is not None:
+                # Tune starts every PENDING trial as resources allow, not only the one choose_trial_to_run picks:
+                # a PAUSED one waits for it, so a member restored at the sync epoch cannot train past it.
+                trial.set_status(Trial.PAUSED)
+        if getattr(self, "_resumed", False):  # every live member, a restored one that never reported at epoch 0
+            self._next_perturbation_sync = min(
+                (s.last_perturbation_time for t, s in self._trial_state.items() if not t.is_finished()),
+                default=self._next_perturbation_sync - self._perturbation_interval) + self._perturbation_interval
 
     def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile):
         from ray.tune.experiment import Trial
@@ -119,6 +126,12 @@ class _NeverStalls:
         if trial in upper_quantile and trial.status == Trial.PENDING and trial.checkpoint is not None:
             self._trial_state[trial].last_checkpoint = trial.checkpoint  # restored, not started since
             return
+        if trial in lower_quantile:
+            # A donor behind the member (a resumed population out of step) would make it train an epoch again.
+            ahead = [t for t in upper_quantile
+                     if self._trial_state[t].last_train_time >= self._trial_state[trial].last_train_time]
+            upper_quantile, lower_quantile = (ahead, lower_quantile) if ahead else \
+                (upper_quantile, [t for t in lower_quantile if t is not trial])
         super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
 
     def choose_trial_to_run(self, tune_controller):
