@@ -38,17 +38,13 @@ from search.spaces import SPACES, lja_space
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = ("pbt", "pb2")
+SCHEDULERS = ("pbt", "pb2")  # --scheduler values that make a search a population
 PERTURBED = ("loss.lambda_max", "lja.quantity_ratio", "lja.size_ratio", "lja.p", "optim.lr")
 FIXED = {"loss.schedule": "constant"}  # λ(t) is what the population learns
 LR_FACTORS = (0.1, 10.0)  # the learning rate's range: these multiples of the recipe's
 HPARAM_PREFIX, DONOR_METRIC, DONOR_EPOCH_METRIC = "hparam/", "pbt/donor", "pbt/donor_epoch"
 FINAL_ATTR = "pbt.final"  # study trial user attribute: the member's perturbed values at its end
 ACK_TIMEOUT_S = 3600.0  # a Train report waits this long for the driver to hand its checkpoint to Tune
-
-
-def is_population(scheduler: str) -> bool:
-    return scheduler in SCHEDULERS
 
 
 class _RangeRecorder:
@@ -95,10 +91,9 @@ class _NeverStalls:
     behind runs on (Tune's own choice returns None there and the search would wait for ever).
 
     A `--resume` restores Tune's trials but not the scheduler's state: each restored member's is rebuilt from its
-    last result (epoch, score; its last perturbation at the interval's multiple at or below that epoch), so that
-    the population syncs at the next such epoch of the member furthest behind; a member not yet restarted offers
-    its restored checkpoint to be exploited (Tune would ask a trial without an actor to save, and skip the exploit).
-    (Without it every member counted as at epoch 0.)"""
+    last result (epoch, score; its last perturbation at the interval's multiple at or below that epoch), and it
+    waits PAUSED (its checkpoint what a donor offers), so that the population syncs at the next such epoch of the
+    member furthest behind; no member copies a donor behind it (it would train an epoch again)."""
 
     def on_trial_add(self, tune_controller, trial):
         from ray.tune.experiment import Trial
@@ -111,23 +106,15 @@ class _NeverStalls:
             state.last_score = self._metric_op * trial.last_result[self._metric]
             state.last_perturbation_time = int(epoch) // self._perturbation_interval * self._perturbation_interval
             self._resumed = True
-            if trial.status == Trial.PENDING and trial.checkpoint is not None:
-                # Tune starts every PENDING trial as resources allow, not only the one choose_trial_to_run picks:
-                # a PAUSED one waits for it, so a member restored at the sync epoch cannot train past it.
-                trial.set_status(Trial.PAUSED)
+            if trial.status == Trial.PENDING and trial.checkpoint is not None:  # Tune starts any PENDING trial
+                trial.set_status(Trial.PAUSED)  # a PAUSED one waits for choose_trial_to_run: none trains past a sync
         if getattr(self, "_resumed", False):  # every live member, a restored one that never reported at epoch 0
             self._next_perturbation_sync = min(
                 (s.last_perturbation_time for t, s in self._trial_state.items() if not t.is_finished()),
                 default=self._next_perturbation_sync - self._perturbation_interval) + self._perturbation_interval
 
     def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile):
-        from ray.tune.experiment import Trial
-
-        if trial in upper_quantile and trial.status == Trial.PENDING and trial.checkpoint is not None:
-            self._trial_state[trial].last_checkpoint = trial.checkpoint  # restored, not started since
-            return
-        if trial in lower_quantile:
-            # A donor behind the member (a resumed population out of step) would make it train an epoch again.
+        if trial in lower_quantile:  # only donors at or beyond the member's epoch (a resumed population)
             ahead = [t for t in upper_quantile
                      if self._trial_state[t].last_train_time >= self._trial_state[trial].last_train_time]
             upper_quantile, lower_quantile = (ahead, lower_quantile) if ahead else \

@@ -143,7 +143,7 @@ def run_search(args, tracker, experiment_dir: str, base, started: float) -> int:
     from search import pbt
 
     console = current()
-    population = pbt.is_population(args.scheduler)
+    population = args.scheduler in pbt.SCHEDULERS
     base = base.replace(**pbt.FIXED) if population else base  # λ constant between exploits: PBT learns λ(t)
     base_flat = base.flat()
     resuming = tracker.parent_run_id is not None
