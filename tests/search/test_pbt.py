@@ -209,14 +209,14 @@ def test_a_population_larger_than_the_concurrent_trials_runs_that_many_at_once(t
 
 @pytest.mark.e2e
 def test_pbt_smoke_search_exploits_records_its_schedule_and_resumes_after_ctrl_c(tmp_path, search_cli):
-    """Two members, three epochs, a perturbation every epoch (synchronous: at each one the weaker member copies the
+    """Two members, four epochs, a perturbation every epoch (synchronous: at each one the weaker member copies the
     stronger's checkpoint). Ctrl-C once a member trained an epoch after the first exploit; --resume finishes. Each
-    run logs epochs 1-3 once with hparam/<key> per epoch; an exploited run names its donor (pbt/donor) at the epoch
+    run logs epochs 1-4 once with hparam/<key> per epoch; an exploited run names its donor (pbt/donor) at the epoch
     after the exploit, where its hyperparameters changed and its learning rate is the new one; the books agree."""
     from mlflow.tracking import MlflowClient
 
     common = ["--space", "lja", "--smoke", "--storage-path", tmp_path / "ray", "--experiment", "pop"]
-    proc = search_cli.start(*common, "--scheduler", "pbt", "--num-samples", "2", "--epochs", "3",
+    proc = search_cli.start(*common, "--scheduler", "pbt", "--num-samples", "2", "--epochs", "4",
                             "--perturbation-interval", "1")
     before = wait_for_line(proc, "] epoch 2:", timeout=900)  # epoch 2 follows the exploit at epoch 1
     proc.send_signal(signal.SIGINT)
@@ -240,13 +240,13 @@ def test_pbt_smoke_search_exploits_records_its_schedule_and_resumes_after_ctrl_c
     # Each epoch trained once: its metrics logged once (a member restarted behind its own checkpoint, or from a
     # donor's older one, would log an epoch's step again) and the console shows it once over both runs.
     for run in runs:
-        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/AP")) == [1, 2, 3]
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/AP")) == [1, 2, 3, 4]
     shown = re.findall(r"^\[(\w+)\] epoch (\d+):", output + resumed.stdout, flags=re.M)
-    assert len(shown) == len(set(shown)) == 6, shown
+    assert len(shown) == len(set(shown)) == 8, shown  # (a member restored ahead trained past the sync, then again)
     exploits = 0
     for run in runs:
         hparams = {key: history(run, f"hparam/{key}") for key in pbt.PERTURBED}
-        assert all(sorted(h) == [1, 2, 3] for h in hparams.values())
+        assert all(sorted(h) == [1, 2, 3, 4] for h in hparams.values())
         assert run.data.params["loss.schedule"] == "constant"
         for step, donor in history(run, pbt.DONOR_METRIC).items():
             exploits += 1
@@ -254,7 +254,7 @@ def test_pbt_smoke_search_exploits_records_its_schedule_and_resumes_after_ctrl_c
             assert history(run, pbt.DONOR_EPOCH_METRIC)[step] == step - 1
             before, after = ({k: hparams[k][s] for k in pbt.PERTURBED} for s in (step - 1, step))
             assert before != after, (step, before, after)
-            milestones = {max(1, round(f * 3)) for f in TrialConfig().optim.lr_decay_at}  # trainables/train.py's
+            milestones = {max(1, round(f * 4)) for f in TrialConfig().optim.lr_decay_at}  # trainables/train.py's
             decays = sum(m < step for m in milestones)  # x0.1 steps taken before this epoch
             assert math.isclose(history(run, "train/lr")[step], after["optim.lr"] * 0.1 ** decays, rel_tol=1e-6)
     assert exploits >= 1
@@ -263,7 +263,7 @@ def test_pbt_smoke_search_exploits_records_its_schedule_and_resumes_after_ctrl_c
     parent, = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get(ROLE_TAG) == "parent"]
     for counter in cost.COUNTERS:
         ran = [history(run, cost.metric(counter, epoch=True)) for run in runs]
-        assert all(sorted(epochs) == [1, 2, 3] for epochs in ran)
+        assert all(sorted(epochs) == [1, 2, 3, 4] for epochs in ran)
         assert parent.data.metrics["total/" + cost.metric(counter)] == pytest.approx(sum(map(sum, (
             e.values() for e in ran))), rel=1e-9), counter
     study = optuna.load_study(study_name="pop", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
