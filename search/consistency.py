@@ -190,10 +190,10 @@ def report(experiment: str, storage_path: str, uri: str | None = None, out=None)
 
 
 def config_problems(where: str, runs: dict, studies: dict) -> list[str]:
-    """The books' rule for a population search (`--scheduler pbt`/`pb2`, search/pbt.py): a member's study trial params and
-    its MLflow run's params are its *initial* config, the same numbers; Tune's config of its last result is its
-    *final* one, which for each perturbed key equals the last `hparam/<key>` its run logged (the initial value if
-    it trained no epoch). (A trial exploited just before the time budget stopped it holds a config it never trained
+    """The books' rule for a population search (`--scheduler pbt`/`pb2`, search/pbt.py): a member's study trial
+    params and its MLflow run's params are its *initial* config, the same numbers; Tune's config of its last result
+    is its *final* one, which for each perturbed key equals the last `hparam/<key>` its run logged (the initial value
+    if it trained no epoch). (A trial exploited just before the time budget stopped it holds a config it never trained
     with: its last result's config is the one compared.)
     `runs` / `studies`: {Tune trial id: its MLflow runs / study trials}. One line per value that breaks the rule;
     trials missing from a book, or in it twice, are the state check's to report."""
